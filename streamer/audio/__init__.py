@@ -1,0 +1,1 @@
+"""Audio edges and buffers: files, capture, resampling, the ring buffer."""

@@ -1,0 +1,124 @@
+"""A bounded ring buffer of 16 kHz mono audio addressed by absolute sample index.
+
+One writer (capture or file replay) and one reader (the pipeline worker). When the writer would overwrite
+audio the reader has not read yet, either the writer waits (`block=True`, file replay as fast as possible)
+or the oldest unread audio is lost and counted in `dropped_samples` (live capture: never block the edge).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from streamer.config import MODEL_SAMPLE_RATE
+from streamer.events import AudioChunk
+
+
+class RingBuffer:
+    def __init__(self, capacity_samples: int, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
+        if capacity_samples <= 0:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity_samples
+        self.sample_rate = sample_rate
+        self._data = np.zeros(capacity_samples, dtype=np.float32)
+        self._write_pos = 0  # absolute index one past the newest sample
+        self._read_pos = 0  # absolute index of the oldest unread sample
+        self._closed = False
+        self.dropped_samples = 0
+        self._cond = threading.Condition()
+
+    # -- writer side -------------------------------------------------------------------------------------
+    def write(self, samples: np.ndarray, block: bool = False, timeout: float | None = None) -> int:
+        """Append samples; returns how many unread samples were dropped to make room (0 when blocking)."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        dropped = 0
+        with self._cond:
+            if block:
+                # Write in pieces that fit, waiting for the reader in between.
+                offset = 0
+                while offset < len(samples):
+                    room = self.capacity - (self._write_pos - self._read_pos)
+                    if room <= 0:
+                        if not self._cond.wait(timeout=timeout) and timeout is not None:
+                            raise TimeoutError("ring buffer reader did not keep up")
+                        continue
+                    piece = samples[offset : offset + room]
+                    self._store(piece)
+                    offset += len(piece)
+                    self._cond.notify_all()
+                return 0
+            if len(samples) > self.capacity:
+                dropped += len(samples) - self.capacity
+                self._write_pos += len(samples) - self.capacity
+                samples = samples[-self.capacity :]
+            overflow = (self._write_pos + len(samples)) - self._read_pos - self.capacity
+            if overflow > 0:
+                dropped += overflow
+            self._store(samples)
+            if self._read_pos < self._write_pos - self.capacity:
+                self._read_pos = self._write_pos - self.capacity
+            self.dropped_samples += dropped
+            self._cond.notify_all()
+        return dropped
+
+    def _store(self, samples: np.ndarray) -> None:
+        n = len(samples)
+        if n == 0:
+            return
+        start = self._write_pos % self.capacity
+        first = min(n, self.capacity - start)
+        self._data[start : start + first] = samples[:first]
+        if first < n:
+            self._data[: n - first] = samples[first:]
+        self._write_pos += n
+
+    def close(self) -> None:
+        """No more audio will come; readers waiting are woken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # -- reader side -------------------------------------------------------------------------------------
+    @property
+    def write_pos(self) -> int:
+        return self._write_pos
+
+    @property
+    def read_pos(self) -> int:
+        return self._read_pos
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def unread(self) -> int:
+        with self._cond:
+            return self._write_pos - self._read_pos
+
+    def read(self, max_samples: int | None = None, timeout: float | None = None) -> AudioChunk:
+        """Wait for unread audio (or close), then return it as a chunk and mark it read. The chunk's start
+        may jump forward past audio that was dropped. An empty chunk means closed (or timeout)."""
+        with self._cond:
+            if self._write_pos == self._read_pos and not self._closed:
+                self._cond.wait(timeout=timeout)
+            start = self._read_pos
+            end = self._write_pos if max_samples is None else min(self._write_pos, start + max_samples)
+            out = self._slice(start, end)
+            self._read_pos = end
+            self._cond.notify_all()
+            return AudioChunk(start, out, self.sample_rate)
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        n = end - start
+        if n <= 0:
+            return np.zeros(0, dtype=np.float32)
+        if start < self._write_pos - self.capacity:
+            raise IndexError(f"samples from {start} are no longer in the ring buffer")
+        s = start % self.capacity
+        first = min(n, self.capacity - s)
+        out = np.empty(n, dtype=np.float32)
+        out[:first] = self._data[s : s + first]
+        if first < n:
+            out[first:] = self._data[: n - first]
+        return out

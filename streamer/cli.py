@@ -1,0 +1,288 @@
+"""Command line: arguments -> Config -> run. Every StreamerError becomes one line on stderr and a non-zero
+exit (a traceback only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from streamer import __version__
+from streamer.config import DEFAULT_MODEL, MODEL_SAMPLE_RATE, BufferConfig, Config, ModelConfig, VadConfig, WindowConfig
+from streamer.errors import ConfigError, StreamerError
+from streamer.events import Event, FinalEvent
+
+log = logging.getLogger("streamer")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every other bad input
+        raise ConfigError(f"bad arguments: {message}", "see streamer --help")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d_vad, d_win, d_buf = VadConfig(), WindowConfig(), BufferConfig()
+    p = _Parser(prog="streamer", description="Live captions from the microphone (default) or an audio file, "
+                "with a wav2vec2 CTC model stitched exactly on its frame grid.")
+    p.add_argument("--version", action="version", version=f"streamer {__version__}")
+    src = p.add_argument_group("input")
+    src.add_argument("--file", metavar="PATH", help="stream an audio file (WAV/FLAC/OGG, any rate/channels) instead of the microphone")
+    src.add_argument("--replay", choices=("fast", "realtime"), default=None,
+                     help="file pacing: as fast as the pipeline goes, or paced like a microphone "
+                          "(default: realtime with the TUI, fast with --no-tui)")
+    src.add_argument("--offline", action="store_true", help="decode the whole file at once (the Hugging Face reference decode)")
+    src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    src.add_argument("--input-device", metavar="INDEX_OR_NAME", help="input device: index or part of its name")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
+                   help=f"hub id, local HF model folder, or 'demo' for the bundled demo model (default {DEFAULT_MODEL})")
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device (auto: CUDA fp16 if present)")
+    m.add_argument("--quantize", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
+    m.add_argument("--threads", type=_positive_int, default=0, help="torch CPU threads (0: torch default)")
+    w = p.add_argument_group("streaming windows")
+    w.add_argument("--hop-ms", type=_positive_int, default=d_win.hop_ms, help=f"audio committed per step (default {d_win.hop_ms})")
+    w.add_argument("--left-context-ms", type=_positive_int, default=d_win.left_context_ms,
+                   help=f"context before the hop (default {d_win.left_context_ms})")
+    w.add_argument("--lookahead-ms", type=_positive_int, default=d_win.lookahead_ms,
+                   help=f"look-ahead after the hop, shown tentatively (default {d_win.lookahead_ms})")
+    v = p.add_argument_group("voice activity detection")
+    v.add_argument("--vad-aggressiveness", type=int, default=d_vad.aggressiveness, help=f"0..3 (default {d_vad.aggressiveness})")
+    v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
+    v.add_argument("--max-segment-s", type=float, default=d_vad.max_segment_s,
+                   help=f"finalise very long speech in pieces after this long (default {d_vad.max_segment_s:g})")
+    o = p.add_argument_group("output")
+    o.add_argument("--no-tui", action="store_true", help="plain output: each final on its own stdout line")
+    o.add_argument("--output", action="append", default=[], metavar="PATH",
+                   help="write the transcript; by extension .txt, .srt, .vtt or .jsonl (repeatable)")
+    o.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
+    p.set_defaults(ring_capacity_s=d_buf.ring_capacity_s)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(
+        vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s),
+        window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms),
+        model=ModelConfig(name=args.model, device=args.device, quantize=args.quantize, threads=args.threads),
+        buffer=BufferConfig(ring_capacity_s=args.ring_capacity_s),
+    ).validate()
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class StdoutFinals:
+    """--no-tui: each final on its own line, flushed so pipes see it at once."""
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, FinalEvent) and event.text:
+            print(event.text, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def open_outputs(paths: list[str]):
+    from streamer.sinks.files import open_output
+
+    sinks = []
+    try:
+        for p in paths:
+            sinks.append(open_output(p))
+    except StreamerError:
+        for s in sinks:
+            s.close()
+        raise
+    return sinks
+
+
+def run_offline(args: argparse.Namespace, config: Config) -> int:
+    """The Hugging Face tutorial decode: processor, one forward pass, argmax, batch_decode."""
+    import torch
+
+    from streamer.audio.files import probe, read_16k
+    from streamer.decoding import GreedyDecoder
+    from streamer.model import load_model
+    from streamer.stitching import collapse
+    from streamer.sinks.files import check_output_path
+
+    info = probe(args.file)
+    for p in args.output:
+        check_output_path(p)
+    ctc = load_model(config.model, warmup=False)
+    audio = read_16k(info.path)
+    inputs = ctc.processor(audio, sampling_rate=MODEL_SAMPLE_RATE, return_tensors="pt")
+    inputs = {k: (v.to(ctc.device, ctc.dtype) if v.is_floating_point() else v.to(ctc.device)) for k, v in inputs.items()}
+    with torch.inference_mode():
+        logits = ctc.model(**inputs).logits
+    predicted_ids = torch.argmax(logits, dim=-1)
+    text = ctc.processor.batch_decode(predicted_ids)[0]
+    decoder = GreedyDecoder(ctc.vocabulary, ctc.geometry.frame_s)
+    words = decoder.words(collapse(predicted_ids[0].cpu().numpy(), 0, ctc.vocabulary.blank_id).spans)
+    end_s = len(audio) / MODEL_SAMPLE_RATE
+    final = FinalEvent(audio_time_s=end_s, wall_time_s=time.time(), segment_id=0, text=text, words=words,
+                       start_s=0.0, end_s=round(end_s, 3))
+    print(text, flush=True)
+    for sink in open_outputs(args.output):
+        sink.handle(final)
+        sink.close()
+    return 0
+
+
+def _install_sigterm(stop: threading.Event) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def run_stream(args: argparse.Namespace, config: Config, source_factory, header: str) -> int:
+    """Shared by file replay and live capture: load the model, start source + worker, show output, stop
+    cleanly (Ctrl+C / SIGTERM flush the pending segment and write every output)."""
+    from streamer.audio.ringbuffer import RingBuffer
+    from streamer.model import load_model
+    from streamer.pipeline import Pipeline
+    from streamer.recognizer import Recognizer
+    from streamer.sinks.files import check_output_path
+
+    for p in args.output:
+        check_output_path(p)
+    use_tui = not args.no_tui and sys.stdout.isatty()
+    _stderr(f"streamer: loading {config.model.name} ...")
+    ctc = load_model(config.model)
+    stop = threading.Event()
+    ring = RingBuffer(int(config.buffer.ring_capacity_s * MODEL_SAMPLE_RATE))
+    source = source_factory(ring, stop)
+    fast = getattr(source, "mode", None) == "fast"
+    recognizer = Recognizer(ctc, config, clock=time.time,
+                            max_hops_per_step=1 if fast else config.window.max_catch_up_hops)
+    sinks = open_outputs(args.output)
+    if not use_tui:
+        sinks.insert(0, StdoutFinals())
+    pipeline = Pipeline(recognizer, ring, [s.handle for s in sinks], stop=stop,
+                        extra_dropped=getattr(source, "dropped_samples", lambda: 0),
+                        input_overflows=getattr(source, "input_overflows", lambda: 0))
+    _install_sigterm(stop)
+    ui = None
+    if use_tui:
+        from streamer.ui import CaptionUI  # noqa: PLC0415 (the UI is only imported when shown)
+
+        ui = CaptionUI(model=ctc.description, audio=header, stop=stop, pipeline=pipeline)
+        pipeline.add_handler(ui.handle)
+    else:
+        _stderr(f"streamer: {ctc.description}; {header}")
+    pipeline.start()
+    source.start()
+    interrupted = False
+    try:
+        if ui is not None:
+            ui.run()
+        else:
+            _wait(pipeline, source, stop, fast and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        if hasattr(source, "close"):
+            source.close()
+        ring.close()
+        while not pipeline.join(timeout=0.5):
+            pass
+        for s in sinks:
+            s.close()
+    if pipeline.error is not None:
+        raise pipeline.error
+    if getattr(source, "error", None) is not None:
+        raise source.error
+    dropped = pipeline.dropped_samples()
+    if dropped:
+        _stderr(f"streamer: warning: {dropped} samples ({dropped / MODEL_SAMPLE_RATE:.2f} s) of audio were dropped because processing fell behind")
+    return 0 if not interrupted or True else 130
+
+
+def _wait(pipeline, source, stop: threading.Event, show_progress: bool) -> None:
+    if not show_progress:
+        while not pipeline.finished.wait(0.2):
+            pass
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = getattr(source, "total_samples", 0) / MODEL_SAMPLE_RATE
+    with Progress(TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("replay", total=total)
+        while not pipeline.finished.wait(0.2):
+            progress.update(task, completed=pipeline.recognizer.audio_end_sample / MODEL_SAMPLE_RATE)
+
+
+def run_file(args: argparse.Namespace, config: Config) -> int:
+    from streamer.audio.files import probe
+    from streamer.pipeline import FileReplay
+
+    info = probe(args.file)
+    mode = args.replay or ("fast" if args.no_tui or not sys.stdout.isatty() else "realtime")
+    header = f"file {info.path.name} ({info.sample_rate} Hz, {info.channels} ch, {info.duration_s:.1f} s, replay {mode})"
+    return run_stream(args, config, lambda ring, stop: FileReplay(info.path, ring, mode, stop), header)
+
+
+def run_live(args: argparse.Namespace, config: Config) -> int:
+    from streamer.audio import capture  # the microphone edge
+
+    return capture.run_live(args, config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        import os
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        if argv[:1] == ["bench"]:
+            from streamer.bench import main as bench_main
+
+            return bench_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        config = config_from_args(args)
+        if args.list_devices:
+            from streamer.audio.capture import print_devices
+
+            return print_devices()
+        if args.offline and not args.file:
+            raise ConfigError("--offline needs --file PATH", "give the audio file to decode")
+        if args.file:
+            return run_offline(args, config) if args.offline else run_file(args, config)
+        return run_live(args, config)
+    except StreamerError as exc:
+        if debug:
+            raise
+        _stderr(f"streamer: error: {exc.one_line()}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _stderr("streamer: interrupted")
+        return 130
+    except MemoryError:
+        _stderr("streamer: error: out of memory (try a smaller model or shorter --max-segment-s)")
+        return 1

@@ -1,0 +1,126 @@
+"""Frozen configuration dataclasses. Every tunable default is named once here, with its reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamer.errors import ConfigError
+
+#: The sample rate every stage after the resampler works at; wav2vec2 models are trained on 16 kHz audio.
+MODEL_SAMPLE_RATE = 16000
+
+#: The model users get when they name none.
+DEFAULT_MODEL = "facebook/wav2vec2-base-960h"
+
+#: The name that resolves to the small model trained in this repository (assets/demo_model).
+DEMO_MODEL_NAME = "demo"
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Speech segmentation with webrtcvad."""
+
+    #: webrtcvad aggressiveness 0..3; 2 keeps soft word endings while rejecting steady noise.
+    aggressiveness: int = 2
+    #: webrtcvad accepts 10, 20 or 30 ms frames; 30 ms gives the steadiest decisions.
+    frame_ms: int = 30
+    #: Audio kept before the detected onset so the first phoneme is not clipped.
+    preroll_ms: int = 300
+    #: Voiced audio needed within onset_window_ms to start a segment (rejects clicks).
+    onset_voiced_ms: int = 90
+    onset_window_ms: int = 150
+    #: Unvoiced audio that ends a segment; shorter pauses do not split words.
+    hangover_ms: int = 450
+    #: Audio kept after the last voiced frame so trailing consonants reach the model.
+    tail_ms: int = 150
+    #: Very long speech is finalised in pieces (at a word boundary) after this long.
+    max_segment_s: float = 20.0
+
+    def validate(self) -> None:
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ConfigError(f"VAD aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness}")
+        if self.frame_ms not in (10, 20, 30):
+            raise ConfigError(f"VAD frame size must be 10, 20 or 30 ms, not {self.frame_ms}")
+        for name in ("preroll_ms", "onset_voiced_ms", "onset_window_ms", "hangover_ms", "tail_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"VAD {name} must not be negative")
+        if self.onset_voiced_ms > self.onset_window_ms:
+            raise ConfigError("VAD onset_voiced_ms must not exceed onset_window_ms")
+        if self.max_segment_s < 2.0:
+            raise ConfigError(f"max segment length must be at least 2 s, not {self.max_segment_s}")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """The overlapping window schedule on the model's frame grid (see BENCHMARKS.md for the sweep)."""
+
+    #: Audio committed per step. Partial latency is about hop / 2 + compute.
+    hop_ms: int = 240
+    #: Audio before the hop that the model sees for context (not committed again).
+    left_context_ms: int = 1000
+    #: Audio after the hop; its frames are shown as tentative text and replaced by the next step.
+    lookahead_ms: int = 320
+    #: A worker behind real time commits up to this many hops in one (larger) window to catch up. File
+    #: replay as fast as possible always uses one hop per step, so its output does not depend on timing.
+    max_catch_up_hops: int = 4
+
+    def validate(self) -> None:
+        if self.hop_ms <= 0:
+            raise ConfigError(f"hop must be positive, not {self.hop_ms} ms")
+        if self.left_context_ms < 0 or self.lookahead_ms < 0:
+            raise ConfigError("left context and look-ahead must not be negative")
+        if self.max_catch_up_hops < 1:
+            raise ConfigError("max_catch_up_hops must be at least 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which CTC model runs where."""
+
+    #: Hub id, local HF-format folder, or "demo".
+    name: str = DEFAULT_MODEL
+    #: auto picks CUDA (fp16) when present, else CPU (fp32).
+    device: str = "auto"
+    #: int8 dynamic quantisation of the linear layers on CPU (faster, slightly different output).
+    quantize: bool = False
+    #: torch intra-op threads on CPU; 0 leaves torch's default.
+    threads: int = 0
+    #: Reuse convolutional features across overlapping windows where that is exact (layer-norm encoders).
+    reuse_features: bool = True
+
+    def validate(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must not be negative, not {self.threads}")
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """Bounded buffers between the capture edge and the worker."""
+
+    #: Ring buffer of 16 kHz audio; a worker this far behind loses the oldest audio (counted, shown).
+    ring_capacity_s: float = 30.0
+    #: Blocks the capture callback may queue for the resampling thread before it drops (counted, shown).
+    capture_queue_blocks: int = 200
+
+    def validate(self) -> None:
+        if self.ring_capacity_s < 5.0:
+            raise ConfigError(f"ring buffer must hold at least 5 s, not {self.ring_capacity_s}")
+        if self.capture_queue_blocks < 1:
+            raise ConfigError("capture queue must hold at least one block")
+
+
+@dataclass(frozen=True)
+class Config:
+    vad: VadConfig = field(default_factory=VadConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+
+    def validate(self) -> "Config":
+        self.vad.validate()
+        self.window.validate()
+        self.model.validate()
+        self.buffer.validate()
+        return self

@@ -1,0 +1,262 @@
+"""Loading any Hugging Face CTC checkpoint (hub id, local folder, or the bundled demo model) and running it
+on windows of 16 kHz audio: device and dtype choice, input normalisation as the processor does it,
+attention masks only for models that expect them, int8 dynamic quantisation, warm-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from streamer.config import DEMO_MODEL_NAME, MODEL_SAMPLE_RATE, ModelConfig
+from streamer.decoding import Vocabulary
+from streamer.errors import ModelLoadError, NoCTCHeadError
+from streamer.windowing import FrameGeometry
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for the hub's address before calling it unreachable (instead of transformers' retries).
+HUB_PROBE_TIMEOUT_S = 3.0
+#: Audio used for the warm-up pass (long enough to hit every kernel the windows will use).
+WARMUP_S = 2.0
+#: A hub repository id: "name" or "owner/name".
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+#: The processor's variance floor in zero-mean unit-variance normalisation.
+NORM_EPS = 1e-7
+
+
+def demo_model_path() -> Path:
+    """The bundled demo model: inside the installed package, or assets/ of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "assets" / "demo_model", here.parent / "assets" / "demo_model"):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise ModelLoadError("the bundled demo model is missing from this installation",
+                         "reinstall streamer, or pass a model folder with --model PATH")
+
+
+def bundled_asset(*parts: str) -> Path:
+    here = Path(__file__).resolve().parent
+    for base in (here / "assets", here.parent / "assets"):
+        p = base.joinpath(*parts)
+        if p.exists():
+            return p
+    raise FileNotFoundError("/".join(parts))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a local folder or a hub id."""
+
+    name: str
+    path: Path | None
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+
+def resolve_source(name: str) -> ModelSource:
+    if name == DEMO_MODEL_NAME:
+        return ModelSource(name, demo_model_path())
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelLoadError(f"model path {p} is a file, not a model folder",
+                                 "pass a folder with config.json and the weights, a hub id, or 'demo'")
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{p} is not a Hugging Face model folder (no config.json)",
+                                 "pass a folder saved with save_pretrained, a hub id, or 'demo'")
+        return ModelSource(name, p)
+    if not HUB_ID.fullmatch(name):
+        raise ModelLoadError(f"model folder not found: {name}",
+                             "check the path, pass a hub id such as facebook/wav2vec2-base-960h, or use --model demo")
+    return ModelSource(name, None)
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    port = urlparse(endpoint).port or 443
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _is_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(hit, str)
+    except Exception:
+        return False
+
+
+def _check_ctc_head(config, where: str) -> None:
+    archs = list(getattr(config, "architectures", None) or [])
+    if archs and not any(a.endswith("ForCTC") for a in archs):
+        raise NoCTCHeadError(
+            f"{where} has no CTC head (it is a {', '.join(archs)} checkpoint)",
+            "streamer needs a model fine-tuned for CTC speech recognition, e.g. facebook/wav2vec2-base-960h or --model demo",
+        )
+
+
+class CTCModel:
+    """A loaded CTC model: frames of logits for windows of 16 kHz audio."""
+
+    def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool) -> None:
+        import torch
+
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.quantized = quantized
+        cfg = model.config
+        fe = processor.feature_extractor
+        self.sample_rate = int(getattr(fe, "sampling_rate", MODEL_SAMPLE_RATE))
+        if self.sample_rate != MODEL_SAMPLE_RATE:
+            raise ModelLoadError(f"{name} expects {self.sample_rate} Hz audio; streamer feeds {MODEL_SAMPLE_RATE} Hz",
+                                 "use a 16 kHz CTC model")
+        self.geometry = FrameGeometry.from_conv(tuple(cfg.conv_kernel), tuple(cfg.conv_stride), self.sample_rate)
+        self.vocabulary = Vocabulary.from_tokenizer(processor.tokenizer)
+        self.do_normalize = bool(getattr(fe, "do_normalize", True))
+        self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))
+        self.feat_extract_norm = getattr(cfg, "feat_extract_norm", "group")
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self._torch = torch
+        self.compute_s_total = 0.0
+
+    @property
+    def description(self) -> str:
+        kind = "int8" if self.quantized else str(self.dtype).replace("torch.", "")
+        return f"{self.name} ({self.parameters / 1e6:.1f} M params, {self.device}, {kind})"
+
+    def normalize(self, audio: np.ndarray) -> np.ndarray:
+        """What the processor does to one unpadded input: zero mean, unit variance (when configured)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if not self.do_normalize:
+            return audio
+        return ((audio - audio.mean()) / np.sqrt(audio.var() + NORM_EPS)).astype(np.float32)
+
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio."""
+        torch = self._torch
+        t0 = time.perf_counter()
+        x = torch.from_numpy(self.normalize(audio))[None].to(self.device)
+        if self.dtype != torch.float32:
+            x = x.to(self.dtype)
+        kwargs = {}
+        if self.use_attention_mask:
+            kwargs["attention_mask"] = torch.ones(x.shape, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(x, **kwargs).logits[0].float().cpu().numpy()
+        self.compute_s_total += time.perf_counter() - t0
+        return out
+
+    def warmup(self) -> float:
+        """One pass on silence-plus-noise so the first real window is not slow; returns seconds taken."""
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        self.logits(rng.normal(0, 0.01, int(WARMUP_S * self.sample_rate)).astype(np.float32))
+        self.compute_s_total = 0.0
+        return time.perf_counter() - t0
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError("--device cuda was asked for but no CUDA GPU is available to torch",
+                                 "use --device cpu (or auto)")
+        return "cuda"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
+    """Load a CTC model by hub id, local folder or 'demo'. Errors are one-line ModelLoadErrors."""
+    config.validate()
+    source = resolve_source(config.name)
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
+
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; hub download bars stay on
+
+    where = str(source.path) if source.is_local else config.name
+    kwargs = {}
+    if not source.is_local:
+        if _is_cached(config.name):
+            kwargs["local_files_only"] = not _hub_reachable()
+        elif not _hub_reachable():
+            raise ModelLoadError(
+                f"cannot fetch model {config.name!r}: the Hugging Face hub is not reachable and it is not in the local cache",
+                "pass a local model folder with --model PATH, or --model demo for the bundled demo model",
+            )
+    target = str(source.path) if source.is_local else config.name
+    try:
+        hf_config = AutoConfig.from_pretrained(target, **kwargs)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load model {where!r}: {str(exc).splitlines()[0]}",
+                             "check the hub id or folder, or use --model demo") from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"{where} is not a model transformers can load: {str(exc).splitlines()[0]}") from exc
+    _check_ctc_head(hf_config, where)
+    if getattr(hf_config, "conv_stride", None) is None:
+        raise ModelLoadError(f"{where} is a {hf_config.model_type} model, not a wav2vec2-style CTC model",
+                             "use a wav2vec2 / HuBERT / WavLM CTC checkpoint")
+    try:
+        processor = AutoProcessor.from_pretrained(target, **kwargs)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{where} has no usable CTC processor/vocabulary (vocab.json, preprocessor_config.json)",
+                             "use a fine-tuned CTC checkpoint that ships its tokenizer") from exc
+    if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
+        raise ModelLoadError(f"{where} has no CTC tokenizer and feature extractor",
+                             "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
+    device = pick_device(config.device)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    try:
+        model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True, **kwargs)
+    except OSError as exc:
+        first = str(exc).splitlines()[0]
+        if "flax" in str(exc).lower() or "msgpack" in str(exc).lower():
+            raise NoCTCHeadError(f"{where} has only Flax weights and no PyTorch CTC model",
+                                 "use a fine-tuned PyTorch CTC checkpoint, or --model demo") from exc
+        raise ModelLoadError(f"cannot load the weights of {where}: {first}") from exc
+    missing = [k for k in info.get("missing_keys", []) if "lm_head" in k]
+    if missing:
+        raise NoCTCHeadError(f"{where} has no CTC head (its weights lack lm_head)",
+                             "streamer needs a model fine-tuned for CTC, e.g. facebook/wav2vec2-base-960h or --model demo")
+    vocab_size = len(processor.tokenizer)
+    if model.config.vocab_size < len(processor.tokenizer.get_vocab()):
+        raise ModelLoadError(f"{where}: the tokenizer has {vocab_size} tokens but the CTC head only {model.config.vocab_size}")
+    model.eval()
+    quantized = False
+    if device == "cpu":
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.quantize:
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            quantized = True
+    else:
+        model = model.to(device=device, dtype=dtype)
+    ctc = CTCModel(model, processor, config.name, device, dtype, quantized)
+    if warmup:
+        ctc.warmup()
+    return ctc

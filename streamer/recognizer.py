@@ -1,0 +1,248 @@
+"""The pure, push-based streaming core: feed 16 kHz audio chunks, get events out. No threads, no I/O.
+
+    recognizer = Recognizer(model, config)
+    for chunk in chunks:
+        for event in recognizer.feed(chunk): ...
+    for event in recognizer.finish(): ...
+
+Per chunk: VAD boundaries are applied in order; inside a speech segment every window the schedule allows is
+run through the model, its hop frames committed to the stitcher and its look-ahead frames shown as the
+tentative tail (PartialEvent). At the end of a segment the rest is committed and a FinalEvent emitted. During
+silence the model is never called.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from streamer.config import MODEL_SAMPLE_RATE, Config
+from streamer.decoding import GreedyDecoder, Vocabulary
+from streamer.events import (AudioChunk, Event, FinalEvent, PartialEvent, SpeechBoundary, StatsEvent,
+                             VadEvent, Window)
+from streamer.stitching import CTCStitcher
+from streamer.vad import VadSegmenter
+from streamer.windowing import FrameGeometry, WindowSchedule
+
+
+class FrameModel(Protocol):
+    """What the core needs from a model: its frame grid, its vocabulary, and logits for a window."""
+
+    geometry: FrameGeometry
+    vocabulary: Vocabulary
+
+    def logits(self, audio: np.ndarray) -> np.ndarray: ...
+
+
+class _AudioHistory:
+    """Recent 16 kHz audio by absolute sample index, trimmed from the front as the core moves on."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.data = np.zeros(0, dtype=np.float32)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def append(self, chunk: AudioChunk) -> None:
+        samples = np.asarray(chunk.samples, dtype=np.float32)
+        if chunk.start_sample > self.end:  # audio dropped upstream: keep the time axis with silence
+            samples = np.concatenate([np.zeros(chunk.start_sample - self.end, np.float32), samples])
+        elif chunk.start_sample < self.end:
+            samples = samples[self.end - chunk.start_sample :]
+        self.data = np.concatenate([self.data, samples]) if len(self.data) else samples.copy()
+
+    def get(self, start: int, end: int) -> np.ndarray:
+        if start < self.start:
+            raise IndexError(f"audio from sample {start} was already discarded (history starts at {self.start})")
+        return self.data[start - self.start : end - self.start]
+
+    def trim_before(self, sample: int) -> None:
+        if sample > self.start:
+            cut = min(sample - self.start, len(self.data))
+            self.data = self.data[cut:]
+            self.start += cut
+
+
+@dataclass(frozen=True)
+class _Segment:
+    segment_id: int
+    start_sample: int
+    first_frame: int
+
+
+class Recognizer:
+    def __init__(self, model: FrameModel, config: Config | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, max_hops_per_step: int = 1,
+                 vad: VadSegmenter | None = None, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
+        self.config = (config or Config()).validate()
+        self.model = model
+        self.clock = clock
+        self.sample_rate = sample_rate
+        self.geometry = model.geometry
+        self.schedule = WindowSchedule(self.geometry, self.config.window, max_hops_per_step)
+        self.vad = vad or VadSegmenter(self.config.vad, sample_rate)
+        self.decoder = GreedyDecoder(model.vocabulary, self.geometry.frame_s)
+        self.stitcher = CTCStitcher(model.vocabulary.blank_id)
+        self._history = _AudioHistory()
+        self._segment: _Segment | None = None
+        self._segment_count = 0
+        self._piece_start_s = 0.0
+        self._keep_samples = int((self.config.vad.preroll_ms + self.config.vad.onset_window_ms
+                                  + 2 * self.config.vad.frame_ms) * sample_rate / 1000)
+        self.compute_s = 0.0
+        self.windows_run = 0
+        self.frames_computed = 0
+        self._last_step_ms = 0.0
+
+    # -- public API ----------------------------------------------------------------------------------------
+    @property
+    def audio_end_sample(self) -> int:
+        return self._history.end
+
+    @property
+    def in_speech(self) -> bool:
+        return self._segment is not None
+
+    def feed(self, chunk: AudioChunk) -> list[Event]:
+        if chunk.sample_rate != self.sample_rate:
+            raise ValueError(f"the core takes {self.sample_rate} Hz audio, got {chunk.sample_rate} Hz")
+        self._history.append(chunk)
+        events: list[Event] = []
+        for boundary in self.vad.feed(chunk):
+            events.extend(self._apply(boundary))
+        if self._segment is not None:
+            events.extend(self._run_windows(self._history.end, final=False))
+        self._trim()
+        return events
+
+    def finish(self) -> list[Event]:
+        """End of stream: close the open segment (committing everything) and report stats."""
+        events: list[Event] = []
+        for boundary in self.vad.flush():
+            events.extend(self._apply(boundary))
+        events.append(self.stats())
+        return events
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _s(self, sample: int) -> float:
+        return sample / self.sample_rate
+
+    def _apply(self, boundary: SpeechBoundary) -> list[Event]:
+        now_s = self._s(self._history.end)
+        if boundary.speech:
+            start = max(boundary.sample, self._history.start)
+            seg = _Segment(self._segment_count, start, self.schedule.first_frame(start))
+            self._segment_count += 1
+            self._segment = seg
+            self._piece_start_s = self._s(start)
+            self.stitcher.reset()
+            self.stitcher.next_frame = seg.first_frame
+            return [VadEvent(now_s, self.clock(), True, seg.segment_id)]
+        seg = self._segment
+        if seg is None:
+            return []
+        events = self._run_windows(boundary.sample, final=True)
+        events.append(self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False))
+        self.stitcher.reset()
+        self._segment = None
+        events.append(VadEvent(now_s, self.clock(), False, seg.segment_id))
+        events.append(self.stats())
+        return events
+
+    def _run_windows(self, available_end: int, final: bool) -> list[Event]:
+        seg = self._segment
+        assert seg is not None
+        events: list[Event] = []
+        while True:
+            committed = self.stitcher.next_frame
+            window = self.schedule.next_window(seg.first_frame, committed, available_end, final)
+            if window is None:
+                break
+            events.extend(self._step(seg, window))
+            if final:
+                break
+        if final and not events:
+            return events
+        if not final:
+            events.extend(self._maybe_force_split(seg))
+        return events
+
+    def _step(self, seg: _Segment, window: Window) -> list[Event]:
+        audio = self._history.get(window.start_sample, window.end_sample)
+        t0 = time.perf_counter()
+        logits = self.model.logits(audio)
+        elapsed = time.perf_counter() - t0
+        self.compute_s += elapsed
+        self._last_step_ms = elapsed * 1000
+        self.windows_run += 1
+        expected = window.end_frame - window.first_frame
+        if logits.shape[0] < expected:
+            raise RuntimeError(f"model returned {logits.shape[0]} frames for a window of {expected}")
+        self.frames_computed += expected
+        labels = logits[:expected].argmax(axis=-1)
+        c0 = window.commit_start_frame - window.first_frame
+        c1 = window.commit_end_frame - window.first_frame
+        self.stitcher.commit(labels[c0:c1], window.commit_start_frame)
+        if window.final:
+            return []
+        tentative = self.stitcher.tentative(labels[c1:], window.commit_end_frame)
+        g = self.geometry
+        return [PartialEvent(
+            audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
+            committed_text=self.decoder.text(self.stitcher.tokens),
+            tentative_text=self._tentative_text(tentative),
+            committed_until_s=round(window.commit_end_frame * g.frame_s, 6),
+            tentative_until_s=round(window.end_frame * g.frame_s, 6),
+        )]
+
+    def _tentative_text(self, tentative) -> str:
+        if not tentative:
+            return ""
+        committed = self.decoder.text(self.stitcher.tokens)
+        whole = self.decoder.text(list(self.stitcher.tokens) + list(tentative))
+        # The tentative tail may continue the last committed word; show what it adds.
+        return whole[len(committed):].lstrip() if whole.startswith(committed) else whole
+
+    def _maybe_force_split(self, seg: _Segment) -> list[Event]:
+        """Finalise a very long utterance in pieces at a word boundary; nothing is recomputed or lost."""
+        committed_end_s = self.stitcher.next_frame * self.geometry.frame_s
+        if committed_end_s - self._piece_start_s < self.config.vad.max_segment_s:
+            return []
+        count = self.decoder.complete_word_count(self.stitcher.tokens)
+        if count == 0:
+            return []
+        head = self.stitcher.take_head(count)
+        end_s = (head[-1].end_frame + 1) * self.geometry.frame_s
+        event = self._final(seg, head, end_s=end_s, forced=True)
+        self._piece_start_s = end_s
+        return [event]
+
+    def _final(self, seg: _Segment, tokens, end_s: float, forced: bool) -> FinalEvent:
+        return FinalEvent(
+            audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
+            text=self.decoder.text(tokens), words=self.decoder.words(tokens),
+            start_s=round(self._piece_start_s, 3), end_s=round(end_s, 3), forced=forced,
+        )
+
+    def stats(self) -> StatsEvent:
+        processed_s = self._s(self._history.end)
+        return StatsEvent(
+            audio_time_s=processed_s, wall_time_s=self.clock(),
+            rtf=self.compute_s / processed_s if processed_s > 0 else 0.0,
+            step_compute_ms=self._last_step_ms, lag_s=0.0, dropped_samples=0, processed_s=processed_s,
+        )
+
+    def _trim(self) -> None:
+        if self._segment is None:
+            keep_from = self._history.end - self._keep_samples
+        else:
+            committed = self.stitcher.next_frame
+            first = max(self._segment.first_frame, committed - self.schedule.left_frames)
+            keep_from = min(self.geometry.frame_start_sample(first), self._history.end - self._keep_samples)
+        self._history.trim_before(max(0, keep_from))

@@ -1,0 +1,112 @@
+"""Transcript writers chosen by extension: .txt (one final per line), .srt / .vtt (timed finals), .jsonl
+(every event with its audio time and wall-clock emission time). Each writes as events arrive and flushes,
+so a crash loses at most the utterance in progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import TextIO
+
+from streamer.errors import ConfigError, SinkError
+from streamer.events import Event, FinalEvent, LevelEvent
+
+OUTPUT_EXTENSIONS = (".txt", ".srt", ".vtt", ".jsonl")
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def event_to_dict(event: Event) -> dict:
+    d = {"type": type(event).__name__.removesuffix("Event").lower()}
+    d.update(dataclasses.asdict(event))
+    if isinstance(event, FinalEvent):
+        d["words"] = [dataclasses.asdict(w) for w in event.words]
+    return d
+
+
+class _TextFileSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._f: TextIO = open(path, "w", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise SinkError(f"cannot write output file {path}: {exc.strerror}", "choose a writable path") from exc
+        self.cues = 0
+        self.header()
+
+    def header(self) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        self._f.write(text)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, FinalEvent) and event.text:
+            self.cues += 1
+            self.final(event)
+
+    def final(self, event: FinalEvent) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+class TxtSink(_TextFileSink):
+    def final(self, event: FinalEvent) -> None:
+        self.write(event.text + "\n")
+
+
+class SrtSink(_TextFileSink):
+    def final(self, event: FinalEvent) -> None:
+        self.write(f"{self.cues}\n{_timestamp(event.start_s, ',')} --> {_timestamp(event.end_s, ',')}\n{event.text}\n\n")
+
+
+class VttSink(_TextFileSink):
+    def header(self) -> None:
+        self.write("WEBVTT\n\n")
+
+    def final(self, event: FinalEvent) -> None:
+        self.write(f"{_timestamp(event.start_s, '.')} --> {_timestamp(event.end_s, '.')}\n{event.text}\n\n")
+
+
+class JsonlSink(_TextFileSink):
+    """Every event except the input meter (which would only add bulk), one JSON object per line."""
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, LevelEvent):
+            return
+        self._f.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
+        self._f.flush()
+        if isinstance(event, FinalEvent):
+            os.fsync(self._f.fileno())
+
+
+SINKS = {".txt": TxtSink, ".srt": SrtSink, ".vtt": VttSink, ".jsonl": JsonlSink}
+
+
+def check_output_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in SINKS:
+        raise ConfigError(f"unknown output type {p.suffix or '(none)'!r} for {p}",
+                          f"use one of {', '.join(OUTPUT_EXTENSIONS)}")
+    if p.is_dir():
+        raise ConfigError(f"output path {p} is a folder", "give a file name")
+    return p
+
+
+def open_output(path: str | Path):
+    p = check_output_path(path)
+    return SINKS[p.suffix.lower()](p)

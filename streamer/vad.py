@@ -1,0 +1,114 @@
+"""Speech segmentation with webrtcvad: push 16 kHz audio, get speech start / end boundaries.
+
+webrtcvad judges fixed 10/20/30 ms frames of 16-bit PCM; this stage frames arbitrary chunks, adds pre-roll
+before the onset (so the first phoneme is not clipped), waits out a hangover (so short pauses do not split
+words) and keeps a short tail after the last voiced frame. Nothing here touches the model.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from streamer.config import MODEL_SAMPLE_RATE, VadConfig
+from streamer.events import AudioChunk, SpeechBoundary
+
+#: Classifies one frame of 16-bit little-endian PCM as speech.
+FrameClassifier = Callable[[bytes], bool]
+
+
+def webrtc_classifier(aggressiveness: int, sample_rate: int = MODEL_SAMPLE_RATE) -> FrameClassifier:
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+    return lambda frame: vad.is_speech(frame, sample_rate)
+
+
+class VadSegmenter:
+    def __init__(self, config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE,
+                 classifier: FrameClassifier | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.sample_rate = sample_rate
+        self.frame_samples = sample_rate * config.frame_ms // 1000
+        self._classify = classifier or webrtc_classifier(config.aggressiveness, sample_rate)
+        self._ms = lambda ms: int(round(ms * sample_rate / 1000))
+        self._onset_frames = max(1, -(-config.onset_window_ms // config.frame_ms))
+        self._onset_needed = max(1, -(-config.onset_voiced_ms // config.frame_ms))
+        self._recent: deque[tuple[int, bool]] = deque(maxlen=self._onset_frames)  # (frame start, voiced)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_start = 0
+        self._in_speech = False
+        self._unvoiced_ms = 0
+        self._last_voiced_end = 0
+        self._last_segment_end = 0
+        self.voiced_ms_total = 0
+        self.speech_samples_total = 0
+        self._segment_start = 0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def feed(self, chunk: AudioChunk) -> list[SpeechBoundary]:
+        if len(self._pending) == 0:
+            self._pending_start = chunk.start_sample
+        elif chunk.start_sample != self._pending_start + len(self._pending):
+            # A gap (audio dropped upstream): restart framing at the new position.
+            self._pending = np.zeros(0, dtype=np.float32)
+            self._pending_start = chunk.start_sample
+        self._pending = np.concatenate([self._pending, chunk.samples]) if len(self._pending) else chunk.samples
+        out: list[SpeechBoundary] = []
+        n = self.frame_samples
+        usable = len(self._pending) // n * n
+        pcm = (np.clip(self._pending[:usable], -1.0, 1.0) * 32767.0).astype("<i2")
+        for i in range(0, usable, n):
+            start = self._pending_start + i
+            boundary = self._step(start, self._classify(pcm[i : i + n].tobytes()))
+            if boundary is not None:
+                out.append(boundary)
+        self._pending = self._pending[usable:].copy()
+        self._pending_start += usable
+        return out
+
+    def _step(self, start: int, voiced: bool) -> SpeechBoundary | None:
+        end = start + self.frame_samples
+        cfg = self.config
+        if voiced:
+            self.voiced_ms_total += cfg.frame_ms
+        if not self._in_speech:
+            self._recent.append((start, voiced))
+            if sum(v for _, v in self._recent) >= self._onset_needed:
+                first_voiced = next(s for s, v in self._recent if v)
+                seg_start = max(first_voiced - self._ms(cfg.preroll_ms), self._last_segment_end, 0)
+                self._in_speech = True
+                self._unvoiced_ms = 0
+                self._last_voiced_end = end
+                self._recent.clear()
+                self._segment_start = seg_start
+                return SpeechBoundary(True, seg_start)
+            return None
+        if voiced:
+            self._unvoiced_ms = 0
+            self._last_voiced_end = end
+            return None
+        self._unvoiced_ms += cfg.frame_ms
+        if self._unvoiced_ms >= cfg.hangover_ms:
+            return self._end_segment(min(self._last_voiced_end + self._ms(cfg.tail_ms), end))
+        return None
+
+    def _end_segment(self, seg_end: int) -> SpeechBoundary:
+        self._in_speech = False
+        self._last_segment_end = seg_end
+        self.speech_samples_total += seg_end - self._segment_start
+        self._recent.clear()
+        return SpeechBoundary(False, seg_end)
+
+    def flush(self) -> list[SpeechBoundary]:
+        """End of stream: close an open segment at the end of the audio seen."""
+        if not self._in_speech:
+            return []
+        stream_end = self._pending_start + len(self._pending)
+        return [self._end_segment(min(self._last_voiced_end + self._ms(self.config.tail_ms), stream_end))]

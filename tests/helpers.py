@@ -1,0 +1,79 @@
+"""Shared test helpers: hand-built local models and tiny random HF checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from streamer.decoding import Vocabulary
+from streamer.windowing import FrameGeometry
+
+LETTERS = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ETAONIHSRDLUMWCFGYPBVK'XJQZ")
+
+
+class LocalModel:
+    """A 'model' whose frame k depends only on the samples in its receptive field [320k, 320k + 400):
+    the label is picked from a few quantised statistics of those samples, so streamed windows and one
+    offline pass must give identical frames. Often blank, often repeating, so CTC collapse matters."""
+
+    def __init__(self, vocab_size: int = len(LETTERS)) -> None:
+        self.geometry = FrameGeometry.from_conv((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2), 16000)
+        self.vocabulary = Vocabulary(tuple(LETTERS[:vocab_size]), blank_id=0, word_delimiter="|")
+        self.calls = 0
+
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        g = self.geometry
+        n = g.frames_in(len(audio))
+        out = np.zeros((n, len(self.vocabulary)), dtype=np.float32)
+        for k in range(n):
+            seg = audio[k * g.stride_samples : k * g.stride_samples + g.receptive_field_samples]
+            energy = float(np.sqrt(np.mean(seg.astype(np.float64) ** 2)))
+            bucket = int(energy * 40)  # slow-changing -> repeats
+            kind = bucket % 4
+            label = 0 if kind == 0 else 4 if kind == 1 else 5 + (bucket // 4) % (len(self.vocabulary) - 5)
+            out[k, label] = 1.0
+        return out
+
+
+def always_speech(_frame: bytes) -> bool:
+    return True
+
+
+def energy_speech(frame: bytes) -> bool:
+    x = np.frombuffer(frame, dtype="<i2").astype(np.float64) / 32768.0
+    return float(np.sqrt(np.mean(x**2))) > 0.02
+
+
+def make_tiny_ctc_folder(folder: Path, family: str = "base", vocab: list[str] | None = None, seed: int = 0) -> Path:
+    """Save a tiny random Wav2Vec2ForCTC + processor to `folder`. family 'base': group-norm feature encoder,
+    no attention mask (like wav2vec2-base-960h); 'large': layer-norm + stable layer norm, attention mask
+    (like wav2vec2-large-960h-lv60-self)."""
+    import torch
+    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2ForCTC, Wav2Vec2Processor)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokens = vocab or LETTERS
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
+                                     word_delimiter_token="|")
+    layer = family == "large"
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                  return_attention_mask=layer)
+    cfg = Wav2Vec2Config(
+        vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer" if layer else "group", do_stable_layer_norm=layer, conv_bias=layer,
+        pad_token_id=0, ctc_loss_reduction="mean",
+    )
+    torch.manual_seed(seed)
+    model = Wav2Vec2ForCTC(cfg)
+    with torch.no_grad():  # make the random head emit non-blank labels often enough to produce text
+        model.lm_head.bias.normal_(0, 2.0)
+    model.save_pretrained(folder)
+    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -1,0 +1,117 @@
+"""The stitching invariant: streamed committed text equals the offline decode of the same frames."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from helpers import LocalModel, always_speech
+from streamer.config import Config, VadConfig, WindowConfig
+from streamer.decoding import GreedyDecoder
+from streamer.events import AudioChunk, FinalEvent, PartialEvent
+from streamer.recognizer import Recognizer
+from streamer.stitching import CTCStitcher, collapse
+from streamer.vad import VadSegmenter
+
+
+def offline_text(model, audio):
+    return GreedyDecoder(model.vocabulary, model.geometry.frame_s).decode_logits(model.logits(audio))
+
+
+def stream(model, audio, window, chunk_samples, max_segment_s=20.0):
+    cfg = Config(window=window, vad=VadConfig(preroll_ms=0, max_segment_s=max_segment_s))
+    vad = VadSegmenter(cfg.vad, classifier=always_speech)
+    rec = Recognizer(model, cfg, vad=vad)
+    events = []
+    for i in range(0, len(audio), chunk_samples):
+        events += rec.feed(AudioChunk(i, audio[i : i + chunk_samples], 16000))
+    events += rec.finish()
+    return events
+
+
+def random_audio(seed, seconds):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    env = np.repeat(rng.uniform(0, 0.5, n // 800 + 1), 800)[:n]
+    return (rng.normal(0, 1, n) * env).astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), seconds=st.floats(0.2, 6.0), hop_ms=st.sampled_from([20, 60, 100, 240, 500]),
+       left_ms=st.sampled_from([0, 40, 300, 1000]), look_ms=st.sampled_from([0, 20, 160, 320, 800]),
+       chunk=st.sampled_from([160, 320, 1000, 4801]))
+def test_streamed_equals_offline_for_local_model(seed, seconds, hop_ms, left_ms, look_ms, chunk):
+    model = LocalModel()
+    audio = random_audio(seed, seconds)
+    events = stream(model, audio, WindowConfig(hop_ms, left_ms, look_ms), chunk)
+    finals = [e for e in events if isinstance(e, FinalEvent)]
+    assert " ".join(f.text for f in finals if f.text) == offline_text(model, audio)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_forced_split_of_long_speech_loses_nothing(seed):
+    model = LocalModel()
+    audio = random_audio(seed, 9.0)
+    events = stream(model, audio, WindowConfig(240, 500, 160), 1600, max_segment_s=2.0)
+    finals = [e for e in events if isinstance(e, FinalEvent)]
+    assert sum(f.forced for f in finals) >= 2
+    assert " ".join(f.text for f in finals if f.text) == offline_text(model, audio)
+    starts = [f.start_s for f in finals]
+    assert starts == sorted(starts)
+
+
+def test_partials_show_committed_prefix_and_tentative_tail():
+    model = LocalModel()
+    audio = random_audio(3, 4.0)
+    events = stream(model, audio, WindowConfig(240, 500, 320), 320)
+    partials = [e for e in events if isinstance(e, PartialEvent)]
+    assert partials
+    committed = [p.committed_text for p in partials]
+    for a, b in zip(committed, committed[1:]):
+        assert b.startswith(a.rsplit(" ", 1)[0])  # committed text only grows
+    assert all(p.tentative_until_s - p.committed_until_s == 0.32 or abs(p.tentative_until_s - p.committed_until_s - 0.32) < 1e-6 for p in partials)
+    final = [e for e in events if isinstance(e, FinalEvent)][-1]
+    assert final.text == offline_text(model, audio)
+
+
+def test_letter_across_seam_is_not_doubled_or_dropped():
+    # Frames: A A | A A _ A  with a seam between frame 1 and 2 and between 3 and 4.
+    blank, a = 0, 7
+    s = CTCStitcher(blank)
+    s.commit(np.array([a, a]), 0)
+    s.commit(np.array([a, a]), 2)
+    assert [t.token_id for t in s.tokens] == [a]
+    assert s.tokens[0].end_frame == 3
+    s.commit(np.array([blank, a]), 4)
+    assert [t.token_id for t in s.tokens] == [a, a]
+    whole = collapse([a, a, a, a, blank, a], 0, blank).spans
+    assert list(whole) == s.tokens
+
+
+def test_tentative_continuation_adds_nothing():
+    s = CTCStitcher(0)
+    s.commit(np.array([5, 5]), 0)
+    assert s.tentative(np.array([5, 5, 0]), 2) == ()
+    assert [t.token_id for t in s.tentative(np.array([5, 0, 5]), 2)] == [5]
+
+
+def test_words_have_frame_times():
+    model = LocalModel()
+    dec = GreedyDecoder(model.vocabulary, 0.02)
+    # H I | T O  at frames 10, 11, 20, 30, 31..33
+    spans = collapse([0] * 10 + [11, 10] + [0] * 8 + [4] + [0] * 9 + [6, 8, 8, 8], 0, 0).spans
+    words = dec.words(spans)
+    assert [w.text for w in words] == ["HI", "TO"]
+    assert words[0].start_s == 0.2 and words[0].end_s == 0.24
+    assert words[1].start_s == 0.6 and words[1].end_s == 0.68
+
+
+def test_no_model_work_during_silence():
+    model = LocalModel()
+    cfg = Config()
+    from helpers import energy_speech
+    rec = Recognizer(model, cfg, vad=VadSegmenter(cfg.vad, classifier=energy_speech))
+    silence = np.zeros(16000 * 5, dtype=np.float32)
+    for i in range(0, len(silence), 320):
+        rec.feed(AudioChunk(i, silence[i : i + 320], 16000))
+    rec.finish()
+    assert model.calls == 0

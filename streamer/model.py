@@ -152,8 +152,9 @@ class CTCModel:
             return audio
         return ((audio - audio.mean()) / np.sqrt(audio.var() + NORM_EPS)).astype(np.float32)
 
-    def logits(self, audio: np.ndarray) -> np.ndarray:
-        """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio."""
+    def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
+        """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio starting at absolute sample
+        `start_sample` (unused until feature reuse across windows)."""
         torch = self._torch
         t0 = time.perf_counter()
         x = torch.from_numpy(self.normalize(audio))[None].to(self.device)

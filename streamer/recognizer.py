@@ -35,7 +35,15 @@ class FrameModel(Protocol):
     geometry: FrameGeometry
     vocabulary: Vocabulary
 
-    def logits(self, audio: np.ndarray) -> np.ndarray: ...
+    def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
+        """Logits [frames, vocab] for audio starting at absolute sample `start_sample` (a multiple of the
+        stride; lets a model reuse work across overlapping windows; None: no reuse)."""
+        ...
+
+
+#: Optional final-text decoder (beam search, hotwords): committed frame log-probabilities of one utterance
+#: [frames, vocab] -> text. Greedy stitching stays the source of partials and word times.
+FinalRescorer = Callable[[np.ndarray], str]
 
 
 class _AudioHistory:
@@ -79,7 +87,8 @@ class _Segment:
 class Recognizer:
     def __init__(self, model: FrameModel, config: Config | None = None, *,
                  clock: Callable[[], float] = time.monotonic, max_hops_per_step: int = 1,
-                 vad: VadSegmenter | None = None, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
+                 vad: VadSegmenter | None = None, sample_rate: int = MODEL_SAMPLE_RATE,
+                 final_rescorer: FinalRescorer | None = None) -> None:
         self.config = (config or Config()).validate()
         self.model = model
         self.clock = clock
@@ -99,6 +108,8 @@ class Recognizer:
         self.windows_run = 0
         self.frames_computed = 0
         self._last_step_ms = 0.0
+        self.final_rescorer = final_rescorer
+        self._committed_logits: list[np.ndarray] = []  # only kept when a rescorer is set
 
     # -- public API ----------------------------------------------------------------------------------------
     @property
@@ -150,6 +161,7 @@ class Recognizer:
         events = self._run_windows(boundary.sample, final=True)
         events.append(self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False))
         self.stitcher.reset()
+        self._committed_logits = []
         self._segment = None
         events.append(VadEvent(now_s, self.clock(), False, seg.segment_id))
         events.append(self.stats())
@@ -176,7 +188,7 @@ class Recognizer:
     def _step(self, seg: _Segment, window: Window) -> list[Event]:
         audio = self._history.get(window.start_sample, window.end_sample)
         t0 = time.perf_counter()
-        logits = self.model.logits(audio)
+        logits = self.model.logits(audio, window.start_sample)
         elapsed = time.perf_counter() - t0
         self.compute_s += elapsed
         self._last_step_ms = elapsed * 1000
@@ -189,6 +201,8 @@ class Recognizer:
         c0 = window.commit_start_frame - window.first_frame
         c1 = window.commit_end_frame - window.first_frame
         self.stitcher.commit(labels[c0:c1], window.commit_start_frame)
+        if self.final_rescorer is not None:
+            self._committed_logits.append(logits[c0:c1])
         if window.final:
             return []
         tentative = self.stitcher.tentative(labels[c1:], window.commit_end_frame)
@@ -219,14 +233,21 @@ class Recognizer:
             return []
         head = self.stitcher.take_head(count)
         end_s = (head[-1].end_frame + 1) * self.geometry.frame_s
-        event = self._final(seg, head, end_s=end_s, forced=True)
+        event = self._final(seg, head, end_s=end_s, forced=True, last_frame=head[-1].end_frame)
         self._piece_start_s = end_s
         return [event]
 
-    def _final(self, seg: _Segment, tokens, end_s: float, forced: bool) -> FinalEvent:
+    def _final(self, seg: _Segment, tokens, end_s: float, forced: bool, last_frame: int | None = None) -> FinalEvent:
+        text = self.decoder.text(tokens)
+        if self.final_rescorer is not None and self._committed_logits:
+            frames = np.concatenate(self._committed_logits)
+            first = self.stitcher.next_frame - len(frames)  # global frame of frames[0]
+            cut = len(frames) if last_frame is None else last_frame + 1 - first
+            text = self.final_rescorer(frames[:cut]) if cut > 0 else ""
+            self._committed_logits = [frames[cut:]] if cut < len(frames) else []
         return FinalEvent(
             audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
-            text=self.decoder.text(tokens), words=self.decoder.words(tokens),
+            text=text, words=self.decoder.words(tokens),
             start_s=round(self._piece_start_s, 3), end_s=round(end_s, 3), forced=forced,
         )
 

@@ -23,7 +23,7 @@ class LocalModel:
         self.vocabulary = Vocabulary(tuple(LETTERS[:vocab_size]), blank_id=0, word_delimiter="|")
         self.calls = 0
 
-    def logits(self, audio: np.ndarray) -> np.ndarray:
+    def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
         self.calls += 1
         g = self.geometry
         n = g.frames_in(len(audio))

@@ -20,5 +20,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first, pinned: the CPU wheel (an unpinned torch would pull gigabytes of CUDA packages).
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/pip install -q -e ".[test,dictation,bench]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/pip install -q -e ".[vad,test,dictation,bench]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import streamer, torch, transformers, webrtcvad, soxr, sounddevice" || { echo "setup: import check failed"; exit 1; }

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = p.add_argument_group("voice activity detection")
     v.add_argument("--vad-aggressiveness", type=int, default=d_vad.aggressiveness, help=f"0..3 (default {d_vad.aggressiveness})")
     v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
+    v.add_argument("--vad-confirm", choices=("auto", "silero", "off"), default=d_vad.confirm,
+                   help="confirm webrtcvad's speech frames with Silero VAD (rejects music and noise; auto: if installed)")
     v.add_argument("--max-segment-s", type=float, default=d_vad.max_segment_s,
                    help=f"finalise very long speech in pieces after this long (default {d_vad.max_segment_s:g})")
     o = p.add_argument_group("output")
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
-        vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s),
+        vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s,
+                      confirm=args.vad_confirm),
         window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms),
         model=ModelConfig(name=args.model, device=args.device, quantize=args.quantize, threads=args.threads),
         buffer=BufferConfig(ring_capacity_s=args.ring_capacity_s),
@@ -85,6 +88,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _status(msg: str) -> None:
+    """Progress information for a person watching (stderr is a terminal); errors stay the only line otherwise."""
+    if sys.stderr.isatty():
+        _stderr(msg)
 
 
 class StdoutFinals:
@@ -162,7 +171,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     for p in args.output:
         check_output_path(p)
     use_tui = not args.no_tui and sys.stdout.isatty()
-    _stderr(f"streamer: loading {config.model.name} ...")
+    _status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
     stop = threading.Event()
     ring = RingBuffer(int(config.buffer.ring_capacity_s * MODEL_SAMPLE_RATE))
@@ -184,7 +193,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
         ui = CaptionUI(model=ctc.description, audio=header, stop=stop, pipeline=pipeline)
         pipeline.add_handler(ui.handle)
     else:
-        _stderr(f"streamer: {ctc.description}; {header}")
+        _status(f"streamer: {ctc.description}; {header}")
     pipeline.start()
     source.start()
     interrupted = False

@@ -193,6 +193,7 @@ def pick_device(requested: str) -> str:
 def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     """Load a CTC model by hub id, local folder or 'demo'. Errors are one-line ModelLoadErrors."""
     config.validate()
+    device = pick_device(config.device)
     source = resolve_source(config.name)
     import torch
     import transformers
@@ -230,7 +231,6 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
         raise ModelLoadError(f"{where} has no CTC tokenizer and feature extractor",
                              "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
-    device = pick_device(config.device)
     dtype = torch.float16 if device == "cuda" else torch.float32
     try:
         model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True, **kwargs)

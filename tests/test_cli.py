@@ -157,3 +157,23 @@ def test_hub_id_offline_suggests_local_folder_or_demo(speech_wav):
     line = r.stderr.strip().splitlines()[-1]
     assert "cannot fetch model 'facebook/wav2vec2-base-960h'" in line and "--model demo" in line and "local model folder" in line
     assert "Traceback" not in r.stderr
+
+
+def test_hub_id_loads_from_the_local_cache_when_offline(models, speech_wav, tmp_path, capsys, monkeypatch):
+    """A hub id that was downloaded before works offline (the same from_pretrained path as online)."""
+    import shutil
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--test-org--tiny-ctc"
+    snap = repo / "snapshots" / ("0" * 40)
+    shutil.copytree(models["large"], snap)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    assert main(["--file", str(speech_wav), "--model", "test-org/tiny-ctc", "--offline"]) == 0
+    assert capsys.readouterr().out.strip()

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Streamed finals vs the offline decode of the same model, on the demo model's held-out set.
+
+For each window setting, every held-out clip (regenerated deterministically with espeak-ng from
+tools/demo_heldout_manifest.tsv) is streamed through the real core (streamer.recognizer.Recognizer: VAD,
+windows on the frame grid, stitching) one hop per step, and its finals are joined; the reference is the
+offline decode of the same clip (processor -> one forward pass -> argmax -> batch_decode, as
+`streamer --offline`). Reports CER / WER between the two (jiwer), the share of identical clips, and the
+model's CER against the true text both ways. Prints a table and writes JSON.
+
+    python tools/streaming_agreement.py --model demo --json benchmarks/results/agreement_demo.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))
+
+#: (hop_ms, left_context_ms, lookahead_ms); None = the defaults in streamer/config.py.
+SETTINGS = [None, (240, 500, 320), (240, 2000, 320), (240, 1000, 160), (240, 1000, 640), (480, 1000, 320),
+            (120, 1000, 320)]
+
+
+def offline(ctc, audio):
+    import torch
+
+    inputs = ctc.processor(audio, sampling_rate=16000, return_tensors="pt")
+    with torch.inference_mode():
+        ids = torch.argmax(ctc.model(**inputs).logits, dim=-1)
+    return " ".join(ctc.processor.batch_decode(ids)[0].split())
+
+
+def streamed(ctc, audio, window):
+    import numpy as np
+
+    from streamer.config import Config
+    from streamer.events import AudioChunk, FinalEvent
+    from streamer.recognizer import Recognizer
+
+    rec = Recognizer(ctc, Config(window=window))
+    events = []
+    block = 320
+    for i in range(0, len(audio), block):
+        events += rec.feed(AudioChunk(i, np.ascontiguousarray(audio[i : i + block]), 16000))
+    events += rec.finish()
+    return " ".join(e.text for e in events if isinstance(e, FinalEvent) and e.text), rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--limit", type=int, default=0, help="clips per group (0: all)")
+    ap.add_argument("--json", default="")
+    a = ap.parse_args(argv)
+
+    import jiwer
+
+    from eval_demo_model import load_heldout_clips
+    from streamer.config import ModelConfig, WindowConfig
+    from streamer.model import load_model
+
+    ctc = load_model(ModelConfig(name=a.model, device="cpu"))
+    data = load_heldout_clips(limit=a.limit or None)
+    refs_true = [d[2] for d in data]
+    t0 = time.time()
+    off = [offline(ctc, d[1]) for d in data]
+    print(f"{len(data)} clips; offline CER vs truth {jiwer.cer(refs_true, off):.2%} ({time.time() - t0:.0f} s)")
+    rows = []
+    header = f"{'hop':>5} {'left':>5} {'look':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
+    print(header)
+    for s in SETTINGS:
+        window = WindowConfig() if s is None else WindowConfig(*s)
+        outs, windows = [], 0
+        for d in data:
+            text, rec = streamed(ctc, d[1], window)
+            outs.append(text)
+            windows += rec.windows_run
+        pairs = [(o, s_) for o, s_ in zip(off, outs) if o or s_]
+        cer = jiwer.cer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
+        wer = jiwer.wer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
+        same = sum(o == s_ for o, s_ in zip(off, outs)) / len(data)
+        row = {"hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
+               "default": s is None, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
+               "cer_vs_truth": jiwer.cer(refs_true, outs), "windows": windows, "clips": len(data)}
+        rows.append(row)
+        tag = " (default)" if s is None else ""
+        print(f"{window.hop_ms:>5} {window.left_context_ms:>5} {window.lookahead_ms:>5} {cer:>15.2%} {wer:>15.2%} "
+              f"{same:>10.1%} {row['cer_vs_truth']:>13.2%} {windows:>8}{tag}")
+        sys.stdout.flush()
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"model": a.model, "offline_cer_vs_truth": jiwer.cer(refs_true, off),
+                                            "settings": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,510 @@
+#!/usr/bin/env python3
+"""Train the small demo wav2vec2 CTC model on espeak-ng speech (see tools/README.md).
+
+Pipeline: text corpus (tools/demo_corpus.py) -> espeak-ng in worker processes (many voices,
+variants, speeds, pitches; 16 kHz via soxr) -> in-memory pool of clips -> batches by total
+audio length with random leading/trailing silence, gain and noise -> Wav2Vec2ForCTC trained
+from scratch with CTC -> complete Hugging Face folder (model + processor).
+
+The pool is generated deterministically from --seed (clip i always gets the same text, voice
+and settings).  With --stream-data (the default on a GPU) generation continues in the
+background while training and new clips replace old ones in a bounded pool; that gives more
+variety but the exact mix depends on machine speed.  With --no-stream-data and --max-steps the
+run is deterministic on CPU.
+
+Example (CPU, small):  python tools/train_demo_model.py --device cpu --pool-hours 0.3 --max-minutes 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_corpus as dc  # noqa: E402
+
+SR = dc.SAMPLE_RATE
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANIFEST = ROOT / "tools" / "demo_heldout_manifest.tsv"
+
+# ----------------------------------------------------------------- data generation
+_G: dict = {}
+
+
+def _init_worker(corpus_dir: str, exclude: set, seed: int):
+    rows = [r for r in dc.read_corpus(Path(corpus_dir) / "train.tsv") if dc.label_of(r[1]) not in exclude]
+    by_src: dict[str, list[str]] = {}
+    for src, t in rows:
+        by_src.setdefault(src, []).append(t)
+    _G["by_src"] = by_src
+    _G["all"] = [t for _, t in rows]
+    _G["words"] = dc.wordlist_for_random()
+    _G["seed"] = seed
+
+
+SOURCE_WEIGHTS = {"fortunes": 0.40, "man": 0.20, "licences": 0.05, "docs": 0.05,
+                  "random": 0.12, "span": 0.18}
+NONSPEECH_P = 0.05
+MAX_CLIP_S = 16.0
+
+
+def make_clip(i: int):
+    """Clip number i of the stream: (int16 audio, label) or None. Deterministic in (seed, i)."""
+    rng = random.Random(_G["seed"] * 1_000_003 + i)
+    if rng.random() < NONSPEECH_P:
+        nrng = np.random.default_rng(rng.randrange(2 ** 32))
+        x = dc.nonspeech(nrng, rng.uniform(0.5, 8.0))
+        return (np.clip(x * 32767, -32768, 32767).astype(np.int16), "")
+    src = rng.choices(list(SOURCE_WEIGHTS), weights=list(SOURCE_WEIGHTS.values()))[0]
+    if src == "random":
+        text = dc.random_word_sentence(rng, _G["words"])
+    elif src == "span":
+        words = dc.label_of(rng.choice(_G["all"])).lower().split()
+        n = rng.randint(1, 5)
+        s = rng.randint(0, max(0, len(words) - n))
+        text = " ".join(words[s:s + n])
+    else:
+        pool = _G["by_src"].get(src) or _G["all"]
+        text = rng.choice(pool)
+    voice = rng.choice(dc.TRAIN_ACCENTS)
+    var = rng.choice(dc.TRAIN_VARIANTS)
+    if var:
+        voice += "+" + var
+    speed = int(rng.triangular(110, 240, 170))
+    pitch = rng.randint(15, 85)
+    gap = 0 if rng.random() < 0.8 else rng.randint(1, 4)
+    try:
+        x = dc.espeak(text, voice, speed, pitch, gap)
+    except Exception as e:  # pragma: no cover - espeak failure on odd text
+        print(f"espeak failed on {text!r}: {e}", file=sys.stderr)
+        return None
+    if len(x) > MAX_CLIP_S * SR or len(x) < 0.2 * SR:
+        return None
+    peak = float(np.abs(x).max()) + 1e-9
+    x = x / peak * 0.9
+    return (np.clip(x * 32767, -32768, 32767).astype(np.int16), dc.label_of(text))
+
+
+def _render_dev(item):
+    return dc.render_item(item)
+
+
+# ------------------------------------------------------------------- model setup
+def build_model(args):
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+    cfg = Wav2Vec2Config(
+        vocab_size=32, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+        intermediate_size=args.ff,
+        conv_dim=tuple(args.conv_dim), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_bias=True,
+        feat_extract_norm="layer", do_stable_layer_norm=True,
+        num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
+        hidden_dropout=args.dropout, attention_dropout=args.dropout, activation_dropout=args.dropout,
+        feat_proj_dropout=args.dropout, final_dropout=0.0, layerdrop=0.0,
+        mask_time_prob=0.05, mask_time_length=5, mask_feature_prob=0.0,
+        ctc_loss_reduction="mean", ctc_zero_infinity=True,
+    )
+    return Wav2Vec2ForCTC(cfg)
+
+
+def save_folder(model, out: Path, info: dict, fp16: bool = False):
+    """Write a complete HF folder atomically (model, vocab, tokenizer, feature extractor)."""
+    import torch
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / "vocab.json").write_text(json.dumps(dc.VOCAB))
+    tok = Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
+                               bos_token="<s>", eos_token="</s>", word_delimiter_token="|",
+                               do_lower_case=False)
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0,
+                                  do_normalize=True, return_attention_mask=True)
+    Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok).save_pretrained(str(tmp))
+    fe.save_pretrained(str(tmp))  # preprocessor_config.json (read by transformers 4.x)
+    (tmp / "vocab.json").write_text(json.dumps(dc.VOCAB))
+    (tmp / "special_tokens_map.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
+    m = model
+    if fp16:
+        import copy
+        m = copy.deepcopy(model).to("cpu").half()
+    else:
+        m = copy_to_cpu_fp32(model)
+    m.save_pretrained(str(tmp), safe_serialization=True)
+    if fp16:  # load back as float32 by default
+        cfg = json.loads((tmp / "config.json").read_text())
+        cfg["dtype"] = "float32"
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    (tmp / "training_info.json").write_text(json.dumps(info, indent=1))
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def copy_to_cpu_fp32(model):
+    import copy
+    return copy.deepcopy(model).to("cpu").float()
+
+
+# --------------------------------------------------------------------- batching
+class Pool:
+    """Clips on the training device, bucketed by length, with bounded size."""
+
+    def __init__(self, device, max_seconds: float, seed: int):
+        self.device = device
+        self.audio: list = []
+        self.labels: list = []
+        self.lens: list[int] = []
+        self.max_samples = int(max_seconds * SR)
+        self.total = 0
+        self.lock = threading.Lock()
+        self.rng = random.Random(seed)
+        self.added = 0
+
+    def add(self, x: np.ndarray, label: str):
+        import torch
+        t = torch.from_numpy(x).to(self.device)
+        ids = [dc.VOCAB[c] for c in label.replace(" ", "|")]
+        with self.lock:
+            self.added += 1
+            if self.total + len(x) > self.max_samples and self.audio:
+                j = self.rng.randrange(len(self.audio))
+                self.total -= self.lens[j]
+                self.audio[j], self.labels[j], self.lens[j] = t, ids, len(x)
+            else:
+                self.audio.append(t)
+                self.labels.append(ids)
+                self.lens.append(len(x))
+            self.total += len(x)
+
+    def hours(self):
+        return self.total / SR / 3600
+
+    def sample_batch(self, rng: random.Random, budget_samples: int):
+        with self.lock:
+            n = len(self.audio)
+            anchor = rng.randrange(n)
+            target = self.lens[anchor]
+            # candidates of similar length: sample some, keep those within 25%
+            idx = [anchor]
+            cand = [rng.randrange(n) for _ in range(512)]
+            cand.sort(key=lambda j: abs(self.lens[j] - target))
+            maxlen = target
+            for j in cand:
+                L = max(maxlen, self.lens[j])
+                if (len(idx) + 1) * (L + SR) > budget_samples:
+                    break
+                idx.append(j)
+                maxlen = L
+            return [self.audio[j] for j in idx], [self.labels[j] for j in idx]
+
+
+def make_batch(clips, labels, rng: np.random.Generator, device, augment=True):
+    """Pad with random silence, add gain/noise, normalise like Wav2Vec2FeatureExtractor."""
+    import torch
+    B = len(clips)
+    lead = rng.integers(0, SR // 2 + 1, B) if augment else np.zeros(B, int)
+    trail = rng.integers(0, SR // 2 + 1, B) if augment else np.zeros(B, int)
+    lens = np.array([len(c) for c in clips])
+    tot = lead + lens + trail
+    T = int(tot.max())
+    x = torch.zeros(B, T, device=device)
+    for b, c in enumerate(clips):
+        x[b, lead[b]:lead[b] + lens[b]] = c
+    x = x / 32768.0
+    tot_t = torch.from_numpy(tot).to(device)
+    mask = (torch.arange(T, device=device)[None, :] < tot_t[:, None]).long()
+    speech_rms = (x.pow(2).sum(1) / torch.from_numpy(lens).float().to(device).clamp(min=1)).sqrt() + 1e-4
+    if augment:
+        snr_db = torch.from_numpy(rng.uniform(5, 45, B)).float().to(device)
+        use = torch.from_numpy(rng.random(B) < 0.8).float().to(device)
+        noise = torch.randn(B, T, device=device)
+        # some brown-ish (low-pass) noise
+        lp = torch.from_numpy(rng.random(B) < 0.3).to(device)
+        if bool(lp.any()):
+            k = torch.ones(1, 1, 9, device=device) / 3.0
+            noise_lp = torch.nn.functional.conv1d(noise[:, None], k, padding=4)[:, 0]
+            noise = torch.where(lp[:, None], noise_lp, noise)
+        scale = speech_rms * 10 ** (-snr_db / 20) * use
+        x = x + noise * scale[:, None]
+        gain = torch.from_numpy(10 ** (rng.uniform(-25, 5, B) / 20)).float().to(device)
+        x = x * gain[:, None]
+    x = x * mask
+    n = mask.sum(1, keepdim=True).clamp(min=1)
+    mean = x.sum(1, keepdim=True) / n
+    var = ((x - mean) * mask).pow(2).sum(1, keepdim=True) / n
+    x = (x - mean) / torch.sqrt(var + 1e-7) * mask
+    make_batch.last_samples = int(tot.sum())
+    L = max(1, max(len(lb) for lb in labels))
+    y = torch.full((B, L), -100, dtype=torch.long)
+    for b, lb in enumerate(labels):
+        if lb:
+            y[b, :len(lb)] = torch.tensor(lb)
+    return x, mask, y.to(device)
+
+
+# ------------------------------------------------------------------ evaluation
+def greedy_decode(logits, mask=None):
+    inv = {v: k for k, v in dc.VOCAB.items()}
+    ids = logits.argmax(-1).cpu().numpy()
+    out = []
+    for row in ids:
+        prev, chars = -1, []
+        for t in row:
+            if t != prev and t > 4:
+                chars.append(inv[int(t)])
+            elif t != prev and t == 4:
+                chars.append(" ")
+            prev = t
+        out.append(" ".join("".join(chars).split()))
+    return out
+
+
+def edit_distance(a, b):
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def cer_wer(refs, hyps):
+    ce = sum(edit_distance(r, h) for r, h in zip(refs, hyps))
+    cn = sum(len(r) for r in refs)
+    we = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps))
+    wn = sum(len(r.split()) for r in refs)
+    return ce / max(1, cn), we / max(1, wn)
+
+
+def evaluate(model, dev, device, amp_dtype=None):
+    """dev: list of (group, float32 audio, ref).  Returns {group: (cer, wer)}."""
+    import torch
+    model.eval()
+    res: dict[str, tuple[list, list]] = {}
+    with torch.no_grad():
+        for k in range(0, len(dev), 16):
+            chunk = dev[k:k + 16]
+            clips = [torch.from_numpy(np.clip(a * 32768, -32768, 32767).astype(np.int16)) for _, a, _ in chunk]
+            x, mask, _ = make_batch(clips, [[] for _ in chunk], None, device, augment=False)
+            ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else _null()
+            with ctx:
+                logits = model(x, attention_mask=mask).logits.float()
+            hyps = greedy_decode(logits)
+            for (g, _, ref), h in zip(chunk, hyps):
+                res.setdefault(g, ([], []))
+                res[g][0].append(ref)
+                res[g][1].append(h)
+    model.train()
+    return {g: cer_wer(r, h) for g, (r, h) in res.items()}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+# ------------------------------------------------------------------------- main
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus-dir", default="build/demo_corpus", help="built if missing")
+    ap.add_argument("--out", default="build/demo_model", help="output HF folder (final)")
+    ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="held-out manifest (excluded from training)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=0, help="espeak worker processes (0: cores-1)")
+    ap.add_argument("--pool-hours", type=float, default=40.0, help="audio generated before training")
+    ap.add_argument("--gen-max-minutes", type=float, default=3.0, help="cap on the initial generation time")
+    ap.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep generating during training (default: on for cuda)")
+    ap.add_argument("--pool-max-hours", type=float, default=150.0)
+    ap.add_argument("--max-minutes", type=float, default=20.0, help="training wall-clock budget")
+    ap.add_argument("--max-steps", type=int, default=0, help="if >0, schedule by steps instead of time")
+    ap.add_argument("--batch-seconds", type=float, default=0, help="padded audio per batch (0: 800 cuda / 160 cpu)")
+    ap.add_argument("--lr", type=float, default=0, help="peak LR (0: 2e-3 cuda / 1.5e-3 cpu)")
+    ap.add_argument("--warmup-steps", type=int, default=0, help="0: 400 cuda / 150 cpu")
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--ff", type=int, default=1024)
+    ap.add_argument("--conv-dim", type=int, nargs=7, default=[32, 64, 128, 128, 128, 128, 256])
+    ap.add_argument("--dropout", type=float, default=0.05)
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                    help="bf16 autocast (also on CPUs with avx512_bf16: ~1.5x faster there)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    ap.add_argument("--ckpt-every-min", type=float, default=3.0)
+    ap.add_argument("--eval-every-min", type=float, default=2.0)
+    ap.add_argument("--dev-per-group", type=int, default=48)
+    ap.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True)
+    args = ap.parse_args(argv)
+
+    t_start = time.time()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    corpus = Path(args.corpus_dir)
+    if not (corpus / "train.tsv").exists():
+        print("building corpus ...", flush=True)
+        print(json.dumps(dc.build_corpus(corpus, args.seed)), flush=True)
+    manifest = dc.read_manifest(Path(args.manifest)) if Path(args.manifest).exists() else []
+    exclude = {dc.label_of(it["text"]) for it in manifest}
+    heldout_labels = {dc.label_of(t) for _, t in dc.read_corpus(corpus / "heldout.tsv")}
+    exclude |= heldout_labels
+
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    dev_name = args.device
+    if dev_name == "auto":
+        dev_name = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = dev_name == "cuda"
+    stream = args.stream_data if args.stream_data is not None else cuda
+    batch_seconds = args.batch_seconds or (800.0 if cuda else 160.0)
+    lr_peak = args.lr or (2e-3 if cuda else 1.5e-3)
+    warmup = args.warmup_steps or (400 if cuda else 150)
+    workers = args.workers or max(1, (os.cpu_count() or 2) - 1)
+
+    # ---- generate (fork the workers before CUDA is initialised)
+    ctx = mp.get_context("fork")
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(corpus), exclude, args.seed))
+    dev_items = [it for g in ("seen_voices", "heldout_voice")
+                 for it in [m for m in manifest if m["group"] == g][:args.dev_per_group]]
+    dev_audio = pool.map(_render_dev, dev_items, chunksize=4)
+    dev = [(it["group"], a, dc.label_of(it["text"])) for it, a in zip(dev_items, dev_audio)]
+
+    device = torch.device(dev_name)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.manual_seed(args.seed)
+    data = Pool(device, args.pool_max_hours * 3600, args.seed)
+    it_clips = pool.imap(make_clip, range(10 ** 9), chunksize=16)
+    t0 = time.time()
+    n_done = 0
+    while data.hours() < args.pool_hours and time.time() - t0 < args.gen_max_minutes * 60:
+        r = next(it_clips)
+        n_done += 1
+        if r is not None:
+            data.add(*r)
+    gen_s = time.time() - t0
+    print(f"generated {len(data.audio)} clips, {data.hours():.2f} h of audio in {gen_s:.0f} s "
+          f"with {workers} workers ({data.hours() * 3600 / gen_s:.0f} s audio/s)", flush=True)
+    stop = threading.Event()
+
+    def _feeder():
+        for r in it_clips:
+            if stop.is_set():
+                break
+            if r is not None:
+                data.add(*r)
+
+    feeder = None
+    if stream:
+        feeder = threading.Thread(target=_feeder, daemon=True)
+        feeder.start()
+    else:
+        pool.terminate()
+
+    # ---- model
+    model = build_model(args).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f} M parameters", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr_peak, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    amp = torch.bfloat16 if args.amp else None
+    rng = random.Random(args.seed + 1)
+    nrng = np.random.default_rng(args.seed + 2)
+    budget = int(batch_seconds * SR)
+    info = {"params": n_params, "device": dev_name, "args": vars(args), "host": platform.node(),
+            "gpu": torch.cuda.get_device_name(0) if cuda else None,
+            "cpu_count": os.cpu_count(), "torch": torch.__version__}
+    import transformers
+    info["transformers"] = transformers.__version__
+    out = Path(args.out)
+    ckpt = out.with_name(out.name + "_latest")
+
+    t_train = time.time()
+    budget_s = args.max_minutes * 60
+    step, audio_s, last_log, last_ckpt, last_eval = 0, 0.0, t_train, t_train, t_train
+    losses: list[float] = []
+    history = []
+    model.train()
+    while True:
+        el = time.time() - t_train
+        frac = step / args.max_steps if args.max_steps else el / budget_s
+        if frac >= 1.0:
+            break
+        lr = lr_peak * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        clips, labels = data.sample_batch(rng, budget)
+        x, mask, y = make_batch(clips, labels, nrng, device)
+        audio_s += make_batch.last_samples / SR
+        ctxm = torch.autocast(device_type=device.type, dtype=amp) if amp else _null()
+        with ctxm:
+            outp = model(x, attention_mask=mask, labels=y)
+        loss = outp.loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.detach())
+        now = time.time()
+        if now - last_log > (30 if cuda else 20):
+            print(f"step {step} t={now - t_train:.0f}s loss={float(torch.stack(losses).mean()):.3f} lr={lr:.2e} "
+                  f"B={len(clips)} audio={audio_s / 3600:.1f}h thr={audio_s / (now - t_train):.0f}s/s "
+                  f"pool={data.hours():.1f}h/{len(data.audio)} added={data.added}", flush=True)
+            last_log = now
+            losses = []
+        if dev and now - last_eval > args.eval_every_min * 60:
+            r = evaluate(model, dev, device, None)
+            history.append({"step": step, "minutes": (now - t_train) / 60, "audio_h": audio_s / 3600,
+                            "dev": {g: {"cer": c, "wer": w} for g, (c, w) in r.items()}})
+            print(f"EVAL step {step} " + " ".join(f"{g}: CER={c:.3f} WER={w:.3f}" for g, (c, w) in r.items()),
+                  flush=True)
+            last_eval = time.time()
+        if now - last_ckpt > args.ckpt_every_min * 60:
+            info.update(steps=step, train_minutes=(now - t_train) / 60, audio_hours_seen=audio_s / 3600,
+                        history=history, pool_hours=data.hours(), clips_generated=data.added)
+            save_folder(model, ckpt, info)
+            print(f"checkpoint saved to {ckpt} at step {step}", flush=True)
+            last_ckpt = time.time()
+
+    stop.set()
+    train_min = (time.time() - t_train) / 60
+    info.update(steps=step, train_minutes=train_min, audio_hours_seen=audio_s / 3600,
+                throughput_audio_s_per_s=audio_s / (train_min * 60), history=history,
+                pool_hours=data.hours(), clips_generated=data.added, generation_seconds=gen_s,
+                total_minutes=(time.time() - t_start) / 60)
+    if dev:
+        r = evaluate(model, dev, device, None)
+        info["final_dev_fp32"] = {g: {"cer": c, "wer": w} for g, (c, w) in r.items()}
+        print("FINAL dev (fp32): " + " ".join(f"{g}: CER={c:.3f} WER={w:.3f}" for g, (c, w) in r.items()),
+              flush=True)
+    save_folder(model, out, info)
+    print(f"saved {out} after {step} steps, {train_min:.1f} min training, "
+          f"{audio_s / 3600:.1f} h audio seen ({audio_s / (train_min * 60):.0f} s audio/s)", flush=True)
+    if stream:
+        pool.terminate()
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The system clipboard, for dictation (--clipboard).
+
+Detection asks pyperclip first (it knows macOS, Windows, WSL, Klipper and Qt). Where pyperclip picks one of
+the Linux command-line tools (xclip, xsel, wl-copy) streamer runs that same tool itself: those tools fork a
+process that keeps serving the selection, and pyperclip starts them with our stdout inherited, so
+`streamer --clipboard | tee log` would never see end-of-file until something else took the clipboard. Without
+pyperclip the tools are found directly: wl-copy on Wayland, xclip or xsel on X11. No tool -> one SinkError.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+
+from streamer.errors import SinkError
+
+#: A clipboard tool that has not taken the text by then is stuck (no X server answering, say).
+CLIPBOARD_TIMEOUT_S = 5.0
+
+#: pyperclip's copy functions that are these command-line tools, and how streamer runs them itself.
+_TOOL_ARGV: dict[str, tuple[str, ...]] = {
+    "wl-copy": ("wl-copy",),
+    "xclip": ("xclip", "-selection", "clipboard", "-in"),
+    "xsel": ("xsel", "--clipboard", "--input"),
+}
+_PYPERCLIP_TOOLS = {"copy_wl": "wl-copy", "copy_xclip": "xclip", "copy_xsel": "xsel"}
+
+INSTALL_HINT = "install xclip or xsel (X11) or wl-clipboard (Wayland), or pip install pyperclip"
+
+
+class ToolClipboard:
+    """A command-line clipboard tool fed through stdin; its stdout and stderr never hold our pipes."""
+
+    def __init__(self, argv: tuple[str, ...]) -> None:
+        self.argv = argv
+        self.name = os.path.basename(argv[0])
+
+    def copy(self, text: str) -> None:
+        argv = list(self.argv)
+        if self.name == "wl-copy" and not text:
+            argv.append("--clear")  # wl-copy with empty input keeps waiting for a paste otherwise
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                                        close_fds=True)
+            except OSError as exc:
+                raise SinkError(f"clipboard: cannot run {self.name}: {exc.strerror}", INSTALL_HINT) from exc
+            try:
+                proc.communicate(text.encode("utf-8"), timeout=CLIPBOARD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise SinkError(f"clipboard: {self.name} did not finish within {CLIPBOARD_TIMEOUT_S:g} s") from None
+            if proc.returncode != 0:
+                err.seek(0)
+                detail = err.read().decode("utf-8", "replace").strip().splitlines()
+                raise SinkError(f"clipboard: {self.name} failed (exit {proc.returncode})"
+                                + (f": {detail[0]}" if detail else ""))
+
+
+class PyperclipClipboard:
+    def __init__(self, copy_fn: Callable[[str], None]) -> None:
+        self._copy = copy_fn
+        self.name = f"pyperclip ({getattr(copy_fn, '__name__', 'copy')})"
+
+    def copy(self, text: str) -> None:
+        try:
+            self._copy(text)
+        except Exception as exc:  # pyperclip raises its own exception types and OS errors
+            raise SinkError(f"clipboard: {self.name} failed: {exc}") from exc
+
+
+Clipboard = ToolClipboard | PyperclipClipboard
+
+
+def _pyperclip_choice():
+    """pyperclip's copy function for this system, or None when pyperclip is absent or found nothing."""
+    try:
+        import pyperclip
+    except ImportError:
+        return None
+    try:
+        copy_fn, _paste = pyperclip.determine_clipboard()
+    except Exception:  # a broken Qt or similar: fall back to the tools
+        return None
+    return copy_fn if copy_fn else None  # pyperclip's "no clipboard" stub is falsy
+
+
+def find_tool(env: Mapping[str, str], which: Callable[[str], str | None] = shutil.which) -> tuple[str, ...] | None:
+    """The clipboard tool for this session: wl-copy on Wayland, xclip or xsel on X11."""
+    candidates: list[str] = []
+    if env.get("WAYLAND_DISPLAY"):
+        candidates.append("wl-copy")
+    if env.get("DISPLAY"):
+        candidates += ["xclip", "xsel"]
+    for name in candidates:
+        path = which(name)
+        if path:
+            return (path, *_TOOL_ARGV[name][1:])
+    return None
+
+
+def detect_clipboard(env: Mapping[str, str] | None = None, use_pyperclip: bool = True,
+                     which: Callable[[str], str | None] = shutil.which) -> Clipboard:
+    """The clipboard to use, found at start; SinkError (one line) when there is none."""
+    env = os.environ if env is None else env
+    copy_fn = _pyperclip_choice() if use_pyperclip else None
+    if copy_fn is not None:
+        tool = _PYPERCLIP_TOOLS.get(getattr(copy_fn, "__name__", ""))
+        if tool is None:
+            return PyperclipClipboard(copy_fn)
+        path = which(tool)
+        if path:
+            return ToolClipboard((path, *_TOOL_ARGV[tool][1:]))
+    argv = find_tool(env, which)
+    if argv is not None:
+        return ToolClipboard(argv)
+    if sys.platform.startswith("linux") and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        raise SinkError("--clipboard needs a graphical session, but neither DISPLAY nor WAYLAND_DISPLAY is set",
+                        "run streamer inside your desktop session, or leave out --clipboard")
+    raise SinkError("--clipboard found no clipboard tool", INSTALL_HINT)

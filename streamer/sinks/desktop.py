@@ -1,0 +1,200 @@
+"""Dictation and voice commands on the desktop: each final goes to the voice commands first; what is not a
+command is shaped (streamer.sinks.dictation) and put into the clipboard and/or typed into the focused window.
+
+Partials never reach this sink's outputs: it acts on FinalEvents only. Everything is found at start (the
+commands file, the clipboard tool, the typing tool), before the model loads, so a missing tool is one line
+and not a surprise mid-dictation. The outputs run on a thread of their own (typing a long utterance takes a
+second, which must not hold up the recognizer); a failing tool mid-run is a warning, and dictation goes on.
+
+Threads: `handle` runs on the pipeline worker and only queues finals; the desktop thread owns the Dictation
+state, the command router and the tools.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streamer.errors import ConfigError, StreamerError
+from streamer.events import Event, FinalEvent
+from streamer.sinks.clipboard import Clipboard, detect_clipboard
+from streamer.sinks.commands import CommandRouter, CommandSet, ProgramRunner, load_commands
+from streamer.sinks.dictation import Delete, Dictation, DictationUpdate, Insert, ShapingConfig
+from streamer.sinks.typing import Typer, detect_typer
+
+log = logging.getLogger(__name__)
+
+CLIPBOARD_MODES = ("off", "replace", "append")
+#: How long closing waits for queued finals to be typed / copied before giving up on them (reported).
+CLOSE_TIMEOUT_S = 30.0
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)  # sys.stderr looked up now: the TUI redirects it
+
+
+@dataclass(frozen=True)
+class DesktopOptions:
+    clipboard: str = "off"
+    type: bool = False
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    commands: Path | None = None
+    commands_only: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "DesktopOptions":
+        shaping = ShapingConfig(enabled=args.shaping, capitalize=args.capitalize,
+                                spoken_punctuation=args.spoken_punctuation, editing=args.editing_commands)
+        return cls(clipboard=args.clipboard, type=args.type, shaping=shaping,
+                   commands=Path(args.commands) if args.commands else None, commands_only=args.commands_only)
+
+    @property
+    def dictating(self) -> bool:
+        return not self.commands_only and (self.clipboard != "off" or self.type)
+
+
+_STOP = object()  # the queue's end marker (identity-compared; no final can be it)
+
+
+class DesktopSink:
+    """handle(event) / close(), like the file sinks. `process(text, end_s)` does the work synchronously."""
+
+    def __init__(self, options: DesktopOptions, clipboard: Clipboard | None = None, typer: Typer | None = None,
+                 commands: CommandSet | None = None, say: Callable[[str], None] = _stderr,
+                 runner: ProgramRunner | None = None) -> None:
+        if options.clipboard not in CLIPBOARD_MODES:
+            raise ConfigError(f"clipboard mode must be one of {', '.join(CLIPBOARD_MODES)}, not {options.clipboard!r}")
+        self.options = options
+        self.clipboard = clipboard if options.dictating and options.clipboard != "off" else None
+        self.typer = typer
+        self.say = say
+        self.dictation = Dictation(options.shaping) if options.dictating else None
+        self.runner = runner or ProgramRunner(say)
+        self.router = None
+        if commands is not None:
+            self.router = CommandRouter(commands, insert=self._insert, press=self._press, start=self.runner.start,
+                                        say=say, report_misses=options.commands_only)
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._warned: set[str] = set()
+        self.processed = 0
+
+    @property
+    def hotwords(self) -> tuple[str, ...]:
+        return self.router.commands.phrases if self.router else ()
+
+    # -- sink interface (worker thread) --------------------------------------------------------------------
+    def handle(self, event: Event) -> None:
+        if isinstance(event, FinalEvent) and event.text.strip():
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="desktop-outputs", daemon=True)
+                self._thread.start()
+            self._queue.put((event.text, event.end_s))
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.say(f"streamer: warning: {self._queue.qsize()} finals were still waiting for the clipboard / "
+                     "typing when streamer stopped")
+
+    # -- the desktop thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            text, end_s = item
+            try:
+                self.process(text, end_s)
+            except Exception as exc:  # never let one bad utterance stop dictation
+                log.debug("desktop output failed", exc_info=True)
+                self._warn(f"dictation: {exc}")
+
+    def process(self, text: str, end_s: float) -> None:
+        """One final: a command, or dictation."""
+        self.processed += 1
+        if self.router is not None and self.router.handle(text, end_s).consumed:
+            return
+        if self.dictation is not None:
+            self._apply(self.dictation.feed(text))
+
+    def _apply(self, update: DictationUpdate) -> None:
+        if not update.changed:
+            return
+        if self.clipboard is not None:
+            content = update.document if self.options.clipboard == "append" else update.latest
+            self._guard(self.clipboard.copy, content)
+        if self.typer is not None and self.options.type:
+            for edit in update.edits:
+                if isinstance(edit, Delete):
+                    self._guard(self.typer.backspace, edit.chars)
+                elif isinstance(edit, Insert):
+                    self._guard(self.typer.type_text, edit.text)
+
+    def _insert(self, text: str) -> None:
+        """A command's insert action: where dictation goes; typed when nothing is dictated."""
+        if self.dictation is not None:
+            self._apply(self.dictation.insert(text))
+        elif self.typer is not None:
+            self._guard(self.typer.type_text, text)
+
+    def _press(self, chord: str) -> None:
+        if self.typer is not None:
+            self._guard(self.typer.press, chord)
+
+    def _guard(self, fn, arg) -> None:
+        try:
+            fn(arg)
+        except StreamerError as exc:
+            self._warn(exc.one_line())
+
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:  # once per distinct problem, not once per utterance
+            self._warned.add(message)
+            self.say(f"streamer: warning: {message} (the transcript goes on)")
+
+
+def build_desktop_sink(args, env=None, say: Callable[[str], None] = _stderr) -> DesktopSink | None:
+    """The desktop sink for these arguments, or None when no dictation or commands were asked for. Loads
+    the commands file and finds the tools now, so problems are reported before the model loads."""
+    options = DesktopOptions.from_args(args)
+    if options.commands_only and options.commands is None:
+        raise ConfigError("--commands-only needs --commands FILE", "give the TOML file of voice commands")
+    if options.commands_only and (options.clipboard != "off" or options.type):
+        say("streamer: --commands-only: finals are not dictated (--clipboard / --type have no effect)")
+    commands = load_commands(options.commands) if options.commands else None
+    clipboard = detect_clipboard(env) if options.dictating and options.clipboard != "off" else None
+    typer = None
+    purpose = None
+    if options.dictating and options.type:
+        purpose = "--type"
+    elif commands is not None:
+        keys = next((c for c in commands.commands if c.action.kind == "keys"), None)
+        insert = next((c for c in commands.commands if c.action.kind == "insert"), None)
+        needing = keys or (insert if not options.dictating else None)
+        if needing is not None:
+            purpose = f"the {needing.action.kind} action of commands.{needing.name} in {commands.path}"
+    if purpose is not None:
+        typer = detect_typer(env, purpose=purpose)
+    if commands is None and clipboard is None and typer is None:
+        return None
+    outputs = []
+    if clipboard is not None:
+        outputs.append(f"clipboard ({options.clipboard}) via {clipboard.name}")
+    if typer is not None and options.dictating and options.type:
+        outputs.append(f"typing via {typer.name}")
+    if outputs:
+        shaping = "shaped" if options.shaping.enabled else "unshaped"
+        say(f"streamer: dictation ({shaping}) into the {' and '.join(outputs)}; finals only")
+    if commands is not None:
+        say(f"streamer: {len(commands.commands)} voice commands from {commands.path} "
+            f"(threshold {commands.threshold:g}){'; commands only, no dictation' if options.commands_only else ''}")
+    return DesktopSink(options, clipboard, typer, commands, say)

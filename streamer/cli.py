@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--output", action="append", default=[], metavar="PATH",
                    help="write the transcript; by extension .txt, .srt, .vtt or .jsonl (repeatable)")
     o.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
+    add_dictation_arguments(p)
     p.set_defaults(ring_capacity_s=d_buf.ring_capacity_s)
     return p
 
@@ -134,6 +135,7 @@ def run_offline(args: argparse.Namespace, config: Config) -> int:
     info = probe(args.file)
     for p in args.output:
         check_output_path(p)
+    desktop = desktop_sink(args)
     ctc = load_model(config.model, warmup=False)
     audio = read_16k(info.path)
     inputs = ctc.processor(audio, sampling_rate=MODEL_SAMPLE_RATE, return_tensors="pt")
@@ -142,13 +144,16 @@ def run_offline(args: argparse.Namespace, config: Config) -> int:
         logits = ctc.model(**inputs).logits
     predicted_ids = torch.argmax(logits, dim=-1)
     text = ctc.processor.batch_decode(predicted_ids)[0]
+    rescorer = final_rescorer(args, ctc, desktop)
+    if rescorer is not None:
+        text = rescorer(logits[0].float().cpu().numpy())
     decoder = GreedyDecoder(ctc.vocabulary, ctc.geometry.frame_s)
     words = decoder.words(collapse(predicted_ids[0].cpu().numpy(), 0, ctc.vocabulary.blank_id).spans)
     end_s = len(audio) / MODEL_SAMPLE_RATE
     final = FinalEvent(audio_time_s=end_s, wall_time_s=time.time(), segment_id=0, text=text, words=words,
                        start_s=0.0, end_s=round(end_s, 3))
     print(text, flush=True)
-    for sink in open_outputs(args.output):
+    for sink in open_outputs(args.output) + ([desktop] if desktop else []):
         sink.handle(final)
         sink.close()
     return 0
@@ -170,6 +175,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
 
     for p in args.output:
         check_output_path(p)
+    desktop = desktop_sink(args)
     use_tui = not args.no_tui and sys.stdout.isatty()
     _status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
@@ -178,8 +184,9 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     source = source_factory(ring, stop)
     fast = getattr(source, "mode", None) == "fast"
     recognizer = Recognizer(ctc, config, clock=time.time,
-                            max_hops_per_step=1 if fast else config.window.max_catch_up_hops)
-    sinks = open_outputs(args.output)
+                            max_hops_per_step=1 if fast else config.window.max_catch_up_hops,
+                            final_rescorer=final_rescorer(args, ctc, desktop))
+    sinks = open_outputs(args.output) + ([desktop] if desktop else [])
     if not use_tui:
         sinks.insert(0, StdoutFinals())
     pipeline = Pipeline(recognizer, ring, [s.handle for s in sinks], stop=stop,
@@ -271,8 +278,14 @@ def main(argv: list[str] | None = None) -> int:
             from streamer.bench import main as bench_main
 
             return bench_main(argv[1:])
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, settings_path = load_settings(parser, argv)
+        if args.debug and not debug:  # debug = true in the settings file
+            debug = True
+            logging.getLogger().setLevel(logging.DEBUG)
         config = config_from_args(args)
+        if args.print_config:
+            return print_settings(parser, args, settings_path)
         if args.list_devices:
             from streamer.audio.capture import print_devices
 
@@ -295,3 +308,81 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         _stderr("streamer: error: out of memory (try a smaller model or shorter --max-segment-s)")
         return 1
+
+
+# -- dictation, voice commands, beam search and the settings file (streamer.sinks.desktop, streamer.beam,
+#    streamer.settings) ----------------------------------------------------------------------------------
+def add_dictation_arguments(p: argparse.ArgumentParser) -> None:
+    from streamer import settings
+    from streamer.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
+
+    d = p.add_argument_group("dictation and voice commands (finals only)")
+    d.add_argument("--clipboard", nargs="?", const="replace", default="off", choices=("replace", "append", "off"),
+                   metavar="MODE", help="put each final into the clipboard: replace (the latest utterance; the "
+                   "default MODE) or append (the running transcript)")
+    d.add_argument("--type", action="store_true", help="type finals into the focused window (xdotool, wtype or ydotool)")
+    d.add_argument("--shaping", action=argparse.BooleanOptionalAction, default=True,
+                   help="dictation text shaping: lowercase, capitals, spoken punctuation, 'scratch that'")
+    d.add_argument("--capitalize", action=argparse.BooleanOptionalAction, default=True,
+                   help="capitalise sentence starts and 'I' when shaping")
+    d.add_argument("--spoken-punctuation", action=argparse.BooleanOptionalAction, default=True,
+                   help="'period', 'comma', 'question mark', 'new line', 'new paragraph' ... become characters")
+    d.add_argument("--editing-commands", action=argparse.BooleanOptionalAction, default=True,
+                   help="'scratch that' removes the last utterance")
+    d.add_argument("--commands", metavar="FILE", help="TOML file of voice commands (phrases -> insert, keys or run)")
+    d.add_argument("--commands-only", action="store_true", help="voice commands only: nothing is dictated")
+    b = p.add_argument_group("decoding")
+    b.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                   help="greedy (default) or beam search of finals (needs streamer[beam]; uses --lm and hotwords)")
+    b.add_argument("--beam-width", type=_positive_int, default=DEFAULT_BEAM_WIDTH,
+                   help=f"beam width (default {DEFAULT_BEAM_WIDTH})")
+    b.add_argument("--lm", metavar="FILE", help="KenLM language model (.arpa or .bin) for beam search")
+    b.add_argument("--hotwords", action="append", default=[], metavar="PHRASE",
+                   help="a word or phrase beam search should prefer (repeatable; the command phrases are added)")
+    b.add_argument("--hotword-weight", type=float, default=DEFAULT_HOTWORD_WEIGHT,
+                   help=f"how strongly hotwords are preferred (default {DEFAULT_HOTWORD_WEIGHT:g})")
+    settings.add_arguments(p)
+
+
+def load_settings(parser: argparse.ArgumentParser, argv: list[str]):
+    from streamer import settings
+
+    loaded = settings.parse_args(parser, argv)
+    return loaded.args, loaded.path
+
+
+def print_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, path) -> int:
+    from streamer import settings
+
+    sys.stdout.write(settings.format_settings(parser, args, path))
+    return 0
+
+
+def desktop_sink(args: argparse.Namespace):
+    """Clipboard / typing / voice commands, or None; tools and files are checked now, before the model loads.
+    Beam search is checked here too."""
+    from streamer.sinks.desktop import build_desktop_sink
+
+    if args.decoder == "beam":
+        from streamer.beam import check_available
+
+        check_available(args.lm)
+    elif args.lm:
+        raise ConfigError("--lm needs --decoder beam", "add --decoder beam; it needs pip install 'streamer[beam]'")
+    return build_desktop_sink(args)
+
+
+def final_rescorer(args: argparse.Namespace, ctc, desktop):
+    """Beam search for finals when --decoder beam; None keeps greedy decoding."""
+    hotwords = [*args.hotwords, *(desktop.hotwords if desktop else ())]
+    if args.decoder != "beam":
+        if args.hotwords:
+            _stderr("streamer: note: --hotwords only bias beam search (--decoder beam); greedy decoding ignores them")
+        return None
+    from streamer.beam import BeamRescorer
+
+    rescorer = BeamRescorer(ctc.vocabulary, lm_path=args.lm, hotwords=hotwords, beam_width=args.beam_width,
+                            hotword_weight=args.hotword_weight)
+    _stderr(f"streamer: beam search of finals (width {args.beam_width}"
+            + (f", language model {args.lm}" if args.lm else "") + f", {len(rescorer.hotwords)} hotwords)")
+    return rescorer

@@ -58,7 +58,7 @@ def check_available(lm_path: str | None = None) -> None:
     if lm_path:
         if not Path(lm_path).is_file():
             raise ConfigError(f"language model file {lm_path} does not exist", "give a KenLM .arpa or .bin file to --lm")
-        require("kenlm", "beam")
+        require("kenlm", package="kenlm")  # not in the beam extra: it builds from source
 
 
 class BeamRescorer:

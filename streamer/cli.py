@@ -187,6 +187,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
                             max_hops_per_step=1 if fast else config.window.max_catch_up_hops,
                             final_rescorer=final_rescorer(args, ctc, desktop))
     sinks = open_outputs(args.output) + ([desktop] if desktop else [])
+    notices: list[str] = []
     if not use_tui:
         sinks.insert(0, StdoutFinals())
     pipeline = Pipeline(recognizer, ring, [s.handle for s in sinks], stop=stop,
@@ -199,6 +200,8 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
 
         ui = CaptionUI(model=ctc.description, audio=header, stop=stop, pipeline=pipeline)
         pipeline.add_handler(ui.handle)
+        if desktop is not None:  # no stray stderr lines on the UI's screen: shown by it, or printed after it
+            desktop.notify = getattr(ui, "notify", notices.append)
     else:
         _status(f"streamer: {ctc.description}; {header}")
     pipeline.start()
@@ -220,6 +223,8 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
             pass
         for s in sinks:
             s.close()
+        for line in notices:
+            _stderr(line)
     if pipeline.error is not None:
         raise pipeline.error
     if getattr(source, "error", None) is not None:
@@ -383,6 +388,6 @@ def final_rescorer(args: argparse.Namespace, ctc, desktop):
 
     rescorer = BeamRescorer(ctc.vocabulary, lm_path=args.lm, hotwords=hotwords, beam_width=args.beam_width,
                             hotword_weight=args.hotword_weight)
-    _stderr(f"streamer: beam search of finals (width {args.beam_width}"
+    _status(f"streamer: beam search of finals (width {args.beam_width}"
             + (f", language model {args.lm}" if args.lm else "") + f", {len(rescorer.hotwords)} hotwords)")
     return rescorer

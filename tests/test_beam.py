@@ -97,14 +97,21 @@ def test_missing_extra_is_one_line_with_the_install_hint(monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_beam_decoder_with_hotwords(tmp_path, tiny_model, speech_clip):
+def test_cli_beam_decoder_with_hotwords(tmp_path, tiny_model, speech_clip, capsys, monkeypatch):
     needs_pyctcdecode()
-    greedy = run_streamer(["--file", str(speech_clip), "--no-tui", "--model", str(tiny_model)], tmp_path)
-    beam = run_streamer(["--file", str(speech_clip), "--no-tui", "--model", str(tiny_model), "--decoder", "beam",
-                         "--hotwords", "open", "--hotwords", "editor"], tmp_path)
-    assert greedy.returncode == 0 and beam.returncode == 0, beam.stderr
-    assert "beam search of finals (width 100, 2 hotwords)" in beam.stderr
-    assert len(beam.stdout.splitlines()) == len(greedy.stdout.splitlines())
+    import streamer.cli as cli
+
+    monkeypatch.setattr(cli, "_status", cli._stderr)  # show the start-up lines although stderr is no terminal
+    base = ["--file", str(speech_clip), "--no-tui", "--model", str(tiny_model)]
+    assert cli.main(base) == 0
+    greedy = capsys.readouterr()
+    assert "beam search" not in greedy.err
+    assert cli.main(base + ["--decoder", "beam", "--hotwords", "open", "--hotwords", "editor"]) == 0
+    beam = capsys.readouterr()
+    assert "streamer: beam search of finals (width 100, 2 hotwords)" in beam.err
+    assert len(beam.out.splitlines()) == len(greedy.out.splitlines()) > 0
+    assert cli.main(base + ["--hotwords", "open"]) == 0
+    assert "greedy decoding ignores them" in capsys.readouterr().err
 
 
 @pytest.mark.slow

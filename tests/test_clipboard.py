@@ -27,7 +27,6 @@ def test_file_replay_puts_finals_into_the_clipboard(tmp_path, xvfb, tiny_model, 
     # capture_output: had a clipboard tool kept our stdout pipe (pyperclip's xclip does), this would time out
     out = run_streamer(args, tmp_path, timeout=120, DISPLAY=xvfb)
     assert out.returncode == 0, out.stderr
-    assert f"into the clipboard ({mode}) via xclip" in out.stderr
     finals = out.stdout.splitlines()
     assert finals, "the tiny model produced no finals"
     dictation = Dictation(ShapingConfig(enabled=shaping))
@@ -64,6 +63,20 @@ def test_tool_clipboard_round_trip_and_unicode(xvfb):
     assert read_clipboard(xvfb) == "Grüße, \"quoted\" $(not run) ; ok\n"
     board.copy("")
     assert read_clipboard(xvfb) == ""
+
+
+@needs_xclip
+def test_start_up_line_names_the_tool(xvfb):
+    from types import SimpleNamespace
+
+    from streamer.sinks.desktop import build_desktop_sink
+
+    args = SimpleNamespace(clipboard="append", type=False, shaping=True, capitalize=True, spoken_punctuation=True,
+                           editing_commands=True, commands=None, commands_only=False)
+    lines: list[str] = []
+    sink = build_desktop_sink(args, status=lines.append)
+    assert sink is not None and sink.clipboard is not None
+    assert lines == ["streamer: dictation (shaped, finals only) into the clipboard (append, xclip)"]
 
 
 @needs_xclip

@@ -14,12 +14,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 
 from streamer.errors import SinkError
 
 #: A clipboard tool that has not taken the text by then is stuck (no X server answering, say).
 CLIPBOARD_TIMEOUT_S = 5.0
+#: xclip (and its kin) fork before they own the selection: copy() reads the text back until it is there, so
+#: the clipboard holds it when copy() returns and two quick copies cannot land in the wrong order.
+CONFIRM_TIMEOUT_S = 1.0
+CONFIRM_POLL_S = 0.01
 
 #: pyperclip's copy functions that are these command-line tools, and how streamer runs them itself.
 _TOOL_ARGV: dict[str, tuple[str, ...]] = {
@@ -28,6 +33,12 @@ _TOOL_ARGV: dict[str, tuple[str, ...]] = {
     "xsel": ("xsel", "--clipboard", "--input"),
 }
 _PYPERCLIP_TOOLS = {"copy_wl": "wl-copy", "copy_xclip": "xclip", "copy_xsel": "xsel"}
+#: How each tool's text is read back: (program, arguments).
+_PASTE_ARGV: dict[str, tuple[str, ...]] = {
+    "wl-copy": ("wl-paste", "--no-newline"),
+    "xclip": ("xclip", "-selection", "clipboard", "-out"),
+    "xsel": ("xsel", "--clipboard", "--output"),
+}
 
 INSTALL_HINT = "install xclip or xsel (X11) or wl-clipboard (Wayland), or pip install pyperclip"
 
@@ -35,9 +46,29 @@ INSTALL_HINT = "install xclip or xsel (X11) or wl-clipboard (Wayland), or pip in
 class ToolClipboard:
     """A command-line clipboard tool fed through stdin; its stdout and stderr never hold our pipes."""
 
-    def __init__(self, argv: tuple[str, ...]) -> None:
+    def __init__(self, argv: tuple[str, ...], paste_argv: tuple[str, ...] | None = None) -> None:
         self.argv = argv
         self.name = os.path.basename(argv[0])
+        self.paste_argv = paste_argv
+
+    def paste(self) -> str | None:
+        if self.paste_argv is None:
+            return None
+        try:
+            proc = subprocess.run(list(self.paste_argv), capture_output=True, timeout=CLIPBOARD_TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+
+    def _confirm(self, text: str) -> None:
+        if self.paste_argv is None:
+            return
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+        while self.paste() != text:
+            if time.monotonic() > deadline:
+                raise SinkError(f"clipboard: {self.name} did not take the text within {CONFIRM_TIMEOUT_S:g} s")
+            time.sleep(CONFIRM_POLL_S)
 
     def copy(self, text: str) -> None:
         argv = list(self.argv)
@@ -60,6 +91,7 @@ class ToolClipboard:
                 detail = err.read().decode("utf-8", "replace").strip().splitlines()
                 raise SinkError(f"clipboard: {self.name} failed (exit {proc.returncode})"
                                 + (f": {detail[0]}" if detail else ""))
+        self._confirm(text)
 
 
 class PyperclipClipboard:
@@ -90,6 +122,16 @@ def _pyperclip_choice():
     return copy_fn if copy_fn else None  # pyperclip's "no clipboard" stub is falsy
 
 
+def tool_clipboard(name: str, which: Callable[[str], str | None] = shutil.which) -> ToolClipboard | None:
+    """A ToolClipboard for xclip, xsel or wl-copy when it is installed (with its read-back when that is)."""
+    path = which(name)
+    if not path:
+        return None
+    paste_prog, *paste_args = _PASTE_ARGV[name]
+    paste_path = which(paste_prog)
+    return ToolClipboard((path, *_TOOL_ARGV[name][1:]), (paste_path, *paste_args) if paste_path else None)
+
+
 def find_tool(env: Mapping[str, str], which: Callable[[str], str | None] = shutil.which) -> tuple[str, ...] | None:
     """The clipboard tool for this session: wl-copy on Wayland, xclip or xsel on X11."""
     candidates: list[str] = []
@@ -113,12 +155,12 @@ def detect_clipboard(env: Mapping[str, str] | None = None, use_pyperclip: bool =
         tool = _PYPERCLIP_TOOLS.get(getattr(copy_fn, "__name__", ""))
         if tool is None:
             return PyperclipClipboard(copy_fn)
-        path = which(tool)
-        if path:
-            return ToolClipboard((path, *_TOOL_ARGV[tool][1:]))
+        board = tool_clipboard(tool, which)
+        if board is not None:
+            return board
     argv = find_tool(env, which)
     if argv is not None:
-        return ToolClipboard(argv)
+        return tool_clipboard(os.path.basename(argv[0]), which) or ToolClipboard(argv)
     if sys.platform.startswith("linux") and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
         raise SinkError("--clipboard needs a graphical session, but neither DISPLAY nor WAYLAND_DISPLAY is set",
                         "run streamer inside your desktop session, or leave out --clipboard")

@@ -38,6 +38,12 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)  # sys.stderr looked up now: the TUI redirects it
 
 
+def _status(msg: str) -> None:
+    """Start-up information for a person watching; like the core's, only when stderr is a terminal."""
+    if sys.stderr.isatty():
+        _stderr(msg)
+
+
 @dataclass(frozen=True)
 class DesktopOptions:
     clipboard: str = "off"
@@ -72,17 +78,21 @@ class DesktopSink:
         self.options = options
         self.clipboard = clipboard if options.dictating and options.clipboard != "off" else None
         self.typer = typer
-        self.say = say
+        #: Where command matches and warnings go (stderr; the caption UI replaces it while it owns the screen).
+        self.notify = say
         self.dictation = Dictation(options.shaping) if options.dictating else None
-        self.runner = runner or ProgramRunner(say)
+        self.runner = runner or ProgramRunner(self.say)
         self.router = None
         if commands is not None:
             self.router = CommandRouter(commands, insert=self._insert, press=self._press, start=self.runner.start,
-                                        say=say, report_misses=options.commands_only)
+                                        say=self.say, report_misses=options.commands_only)
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._warned: set[str] = set()
         self.processed = 0
+
+    def say(self, message: str) -> None:
+        self.notify(message)
 
     @property
     def hotwords(self) -> tuple[str, ...]:
@@ -162,7 +172,8 @@ class DesktopSink:
             self.say(f"streamer: warning: {message} (the transcript goes on)")
 
 
-def build_desktop_sink(args, env=None, say: Callable[[str], None] = _stderr) -> DesktopSink | None:
+def build_desktop_sink(args, env=None, say: Callable[[str], None] = _stderr,
+                       status: Callable[[str], None] = _status) -> DesktopSink | None:
     """The desktop sink for these arguments, or None when no dictation or commands were asked for. Loads
     the commands file and finds the tools now, so problems are reported before the model loads."""
     options = DesktopOptions.from_args(args)
@@ -188,13 +199,13 @@ def build_desktop_sink(args, env=None, say: Callable[[str], None] = _stderr) -> 
         return None
     outputs = []
     if clipboard is not None:
-        outputs.append(f"clipboard ({options.clipboard}) via {clipboard.name}")
+        outputs.append(f"the clipboard ({options.clipboard}, {clipboard.name})")
     if typer is not None and options.dictating and options.type:
-        outputs.append(f"typing via {typer.name}")
+        outputs.append(f"the focused window ({typer.name})")
     if outputs:
         shaping = "shaped" if options.shaping.enabled else "unshaped"
-        say(f"streamer: dictation ({shaping}) into the {' and '.join(outputs)}; finals only")
+        status(f"streamer: dictation ({shaping}, finals only) into {' and '.join(outputs)}")
     if commands is not None:
-        say(f"streamer: {len(commands.commands)} voice commands from {commands.path} "
+        status(f"streamer: {len(commands.commands)} voice commands from {commands.path} "
             f"(threshold {commands.threshold:g}){'; commands only, no dictation' if options.commands_only else ''}")
     return DesktopSink(options, clipboard, typer, commands, say)

@@ -108,7 +108,7 @@ def test_cli_beam_decoder_with_hotwords(tmp_path, tiny_model, speech_clip, capsy
     assert "beam search" not in greedy.err
     assert cli.main(base + ["--decoder", "beam", "--hotwords", "open", "--hotwords", "editor"]) == 0
     beam = capsys.readouterr()
-    assert "streamer: beam search of finals (width 100, 2 hotwords)" in beam.err
+    assert "streamer: beam search of finals (width 32, 2 hotwords)" in beam.err
     assert len(beam.out.splitlines()) == len(greedy.out.splitlines()) > 0
     assert cli.main(base + ["--hotwords", "open"]) == 0
     assert "greedy decoding ignores them" in capsys.readouterr().err

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamer.errors import ConfigError, SinkError
+from streamer.errors import ConfigError, SinkError, require
 from streamer.sinks.dictation import normalize_phrase
 from streamer.sinks.typing import parse_chord
 
@@ -168,8 +168,6 @@ def _check_permissions(path: Path) -> None:
 
 def load_commands(path: str | Path, which: Callable[[str], str | None] = shutil.which) -> CommandSet:
     """Read and validate a commands file. Every problem is one ConfigError naming the file and the key."""
-    from streamer.errors import require
-
     require("rapidfuzz.fuzz", "dictation", package="rapidfuzz")  # matching needs it: say so at start
     path = Path(path).expanduser()
     try:
@@ -248,8 +246,6 @@ def load_commands(path: str | Path, which: Callable[[str], str | None] = shutil.
 def best_match(commands: CommandSet, heard_text: str) -> Match | None:
     """The best-scoring command for a final text (rapidfuzz ratio of the whole utterance against each
     phrase, 0..100), accepted or not; None for an empty utterance."""
-    from streamer.errors import require
-
     fuzz = require("rapidfuzz.fuzz", "dictation", package="rapidfuzz")
     heard = normalize_phrase(heard_text)
     if not heard:
@@ -264,8 +260,6 @@ def best_match(commands: CommandSet, heard_text: str) -> Match | None:
 
 
 def _confirm_score(commands: CommandSet, heard_text: str) -> float:
-    from streamer.errors import require
-
     fuzz = require("rapidfuzz.fuzz", "dictation", package="rapidfuzz")
     return fuzz.ratio(normalize_phrase(heard_text), commands.confirm_phrase)
 

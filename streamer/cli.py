@@ -173,9 +173,9 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     from streamer.recognizer import Recognizer
     from streamer.sinks.files import check_output_path
 
+    desktop = desktop_sink(args)  # clipboard / typing / commands / beam: checked before the model loads
     for p in args.output:
         check_output_path(p)
-    desktop = desktop_sink(args)
     use_tui = not args.no_tui and sys.stdout.isatty()
     _status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)

@@ -206,6 +206,7 @@ def build_desktop_sink(args, env=None, say: Callable[[str], None] = _stderr,
         shaping = "shaped" if options.shaping.enabled else "unshaped"
         status(f"streamer: dictation ({shaping}, finals only) into {' and '.join(outputs)}")
     if commands is not None:
-        status(f"streamer: {len(commands.commands)} voice commands from {commands.path} "
+        n = len(commands.commands)
+        status(f"streamer: {n} voice command{'s' if n != 1 else ''} from {commands.path} "
             f"(threshold {commands.threshold:g}){'; commands only, no dictation' if options.commands_only else ''}")
     return DesktopSink(options, clipboard, typer, commands, say)

@@ -21,4 +21,6 @@ fi
 # torch first, pinned: the CPU wheel (an unpinned torch would pull gigabytes of CUDA packages).
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/pip install -q -e ".[vad,test,dictation,bench]" 2>&1 | grep -v "^WARNING: Location" || true
+# Optional beam search (pyctcdecode) without its numpy<2 pin: it works with numpy 2 (tests/test_beam.py).
+.venv/bin/python -c "import pyctcdecode" 2>/dev/null || .venv/bin/pip install -q --no-deps "pyctcdecode==0.5.0" "pygtrie>=2.1,<3" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import streamer, torch, transformers, webrtcvad, soxr, sounddevice" || { echo "setup: import check failed"; exit 1; }

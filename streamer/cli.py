@@ -206,14 +206,13 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
         _status(f"streamer: {ctc.description}; {header}")
     pipeline.start()
     source.start()
-    interrupted = False
     try:
         if ui is not None:
             ui.run()
         else:
             _wait(pipeline, source, stop, fast and sys.stderr.isatty())
     except KeyboardInterrupt:
-        interrupted = True
+        pass  # stop below: the pending segment is flushed as a final and every output written
     finally:
         stop.set()
         if hasattr(source, "close"):
@@ -227,12 +226,14 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
             _stderr(line)
     if pipeline.error is not None:
         raise pipeline.error
+    if pipeline.sink_errors:
+        raise pipeline.sink_errors[0]
     if getattr(source, "error", None) is not None:
         raise source.error
     dropped = pipeline.dropped_samples()
     if dropped:
         _stderr(f"streamer: warning: {dropped} samples ({dropped / MODEL_SAMPLE_RATE:.2f} s) of audio were dropped because processing fell behind")
-    return 0 if not interrupted or True else 130
+    return 0  # Ctrl+C / SIGTERM are a normal way to stop: everything was flushed and written
 
 
 def _wait(pipeline, source, stop: threading.Event, show_progress: bool) -> None:

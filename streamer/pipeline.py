@@ -23,6 +23,7 @@ import numpy as np
 from streamer.audio.files import iter_blocks_16k, probe
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.config import MODEL_SAMPLE_RATE
+from streamer.errors import StreamerError
 from streamer.events import AudioChunk, Event, LevelEvent, StatsEvent
 from streamer.recognizer import Recognizer
 
@@ -114,6 +115,8 @@ class Pipeline:
         self.input_overflows = input_overflows
         self.paused = threading.Event()
         self.error: BaseException | None = None
+        #: Outputs that failed (disk full, clipboard gone): dropped from the handlers, transcription goes on.
+        self.sink_errors: list[StreamerError] = []
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline-worker", daemon=True)
         self._last_meter = 0.0
@@ -137,8 +140,13 @@ class Pipeline:
         for event in events:
             if isinstance(event, StatsEvent):
                 event = self._complete_stats(event)
-            for handler in self.handlers:
-                handler(event)
+            for handler in list(self.handlers):
+                try:
+                    handler(event)
+                except StreamerError as exc:
+                    log.debug("output failed, removed", exc_info=True)
+                    self.sink_errors.append(exc)
+                    self.handlers.remove(handler)
 
     def dropped_samples(self) -> int:
         return self.ring.dropped_samples + self.extra_dropped()

@@ -102,3 +102,34 @@ def test_sigkill_mid_run_keeps_every_final_written_before_it(tmp_path, tiny_mode
         # stdout is the first handler: when final k was printed, finals 1..k-1 had passed every sink
         assert held in (printed, printed[:-1]), (path.name, held, printed)
         assert len(held) >= 1
+
+
+def test_failing_output_does_not_stop_transcription(tmp_path, capsys):
+    """An output that fails mid-run (here: a full disk, simulated) is dropped with one error line; the other
+    outputs keep every final."""
+    import subprocess
+
+    from helpers import make_tiny_ctc_folder
+    from streamer.cli import main
+    from streamer.errors import SinkError
+    from streamer.sinks import files
+
+    model = make_tiny_ctc_folder(tmp_path / "m", "base")
+    wav = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "One two three. Four five six."], check=True)
+    original = files.SrtSink.final
+
+    def full_disk(self, event):
+        raise SinkError(f"cannot write to {self.path}: No space left on device")
+
+    files.SrtSink.final = full_disk
+    try:
+        code = main(["--file", str(wav), "--model", str(model), "--no-tui", "--output", str(tmp_path / "a.srt"),
+                     "--output", str(tmp_path / "a.txt")])
+    finally:
+        files.SrtSink.final = original
+    out = capsys.readouterr()
+    assert code != 0
+    assert out.err.strip().splitlines()[-1].startswith("streamer: error: cannot write to")
+    printed = out.out.strip().splitlines()
+    assert printed and (tmp_path / "a.txt").read_text().strip().splitlines() == printed

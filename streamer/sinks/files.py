@@ -47,9 +47,13 @@ class _TextFileSink:
         pass
 
     def write(self, text: str) -> None:
-        self._f.write(text)
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            self._f.write(text)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as exc:  # disk full, file system gone: one line; earlier finals are already on disk
+            raise SinkError(f"cannot write to {self.path}: {exc.strerror or exc}",
+                            "free disk space or choose another --output path") from exc
 
     def handle(self, event: Event) -> None:
         if isinstance(event, FinalEvent) and event.text:
@@ -88,10 +92,14 @@ class JsonlSink(_TextFileSink):
     def handle(self, event: Event) -> None:
         if isinstance(event, LevelEvent):
             return
-        self._f.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
-        self._f.flush()
-        if isinstance(event, FinalEvent):
-            os.fsync(self._f.fileno())
+        try:
+            self._f.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
+            self._f.flush()
+            if isinstance(event, FinalEvent):
+                os.fsync(self._f.fileno())
+        except OSError as exc:
+            raise SinkError(f"cannot write to {self.path}: {exc.strerror or exc}",
+                            "free disk space or choose another --output path") from exc
 
 
 SINKS = {".txt": TxtSink, ".srt": SrtSink, ".vtt": VttSink, ".jsonl": JsonlSink}

@@ -159,6 +159,11 @@ def run_offline(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def wants_tui(args: argparse.Namespace) -> bool:
+    """The live caption UI is shown when stdout is a terminal, unless --no-tui."""
+    return not args.no_tui and sys.stdout.isatty()
+
+
 def _install_sigterm(stop: threading.Event) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -176,7 +181,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     desktop = desktop_sink(args)  # clipboard / typing / commands / beam: checked before the model loads
     for p in args.output:
         check_output_path(p)
-    use_tui = not args.no_tui and sys.stdout.isatty()
+    use_tui = wants_tui(args)
     _status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
     stop = threading.Event()
@@ -205,8 +210,8 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     else:
         _status(f"streamer: {ctc.description}; {header}")
     pipeline.start()
-    source.start()
     try:
+        source.start()  # inside the try: a device that fails to open still closes the worker and outputs
         if ui is not None:
             ui.run()
         else:
@@ -257,7 +262,7 @@ def run_file(args: argparse.Namespace, config: Config) -> int:
     from streamer.pipeline import FileReplay
 
     info = probe(args.file)
-    mode = args.replay or ("fast" if args.no_tui or not sys.stdout.isatty() else "realtime")
+    mode = args.replay or ("realtime" if wants_tui(args) else "fast")
     header = f"file {info.path.name} ({info.sample_rate} Hz, {info.channels} ch, {info.duration_s:.1f} s, replay {mode})"
     return run_stream(args, config, lambda ring, stop: FileReplay(info.path, ring, mode, stop), header)
 

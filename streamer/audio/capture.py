@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import sys
 import threading
@@ -72,6 +73,57 @@ def _pa_message(exc: BaseException) -> tuple[str, int | None]:
     text = str(args[0]) if args else str(exc)
     code = args[1] if len(args) > 1 and isinstance(args[1], int) else None
     return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__, code
+
+
+class NativeStderrFilter:
+    """PortAudio's ALSA host API and alsa-lib print C-level diagnostics straight to file descriptor 2 when a
+    device fails ("Expression '...' failed in 'src/hostapi/alsa/pa_linux_alsa.c'", "ALSA lib ..."), which
+    would break the rule that an error is one line. While capturing, fd 2 goes through a pipe: those lines go
+    to the debug log, every other line is passed on unchanged (Python's own stderr included)."""
+
+    NOISE = ("Expression '", "ALSA lib ", "PaAlsa")
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, 2)
+            os.close(write_end)
+        except (OSError, ValueError, AttributeError):  # no fd 2 (embedded, closed stderr): leave it alone
+            self._saved = None
+            return
+        self._thread = threading.Thread(target=self._forward, args=(read_end, self._saved), name="stderr-filter",
+                                        daemon=True)
+        self._thread.start()
+
+    def _forward(self, read_end: int, target: int) -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if line.lstrip().startswith(tuple(n.encode() for n in self.NOISE)):
+                    log.debug("PortAudio: %s", line.decode(errors="replace").rstrip())
+                    continue
+                try:
+                    os.write(target, line)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self._saved is None:
+            return
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(self._saved, 2)  # closes the pipe's write end: the forwarder drains it and ends
+        if self._thread is not None:
+            self._thread.join(1.0)
+        os.close(self._saved)
+        self._saved = None
 
 
 @dataclass(frozen=True)
@@ -204,22 +256,30 @@ def check_settings(device: InputDevice, sample_rate_hz: int | None = None) -> Ca
 class Capture:
     """A live source for `streamer.cli.run_stream`: nothing is opened until `start()` (the model loads first).
 
+    Capture ends when `stop` is set, on `close()`, or when the device is lost; then the stream is stopped,
+    the blocks already captured are moved into the ring, the resampler is flushed and the ring is closed, so
+    the worker finishes the pending segment on its own.
+
     `dropped_samples()` counts, in 16 kHz samples, audio the callback could not queue (the capture thread fell
     behind); the ring buffer counts its own drops (the worker fell behind). `input_overflows()` counts the
     blocks PortAudio flagged as overflowed (audio lost before it reached us)."""
 
     mode = "live"
 
-    def __init__(self, settings: CaptureSettings, ring: RingBuffer, buffer: BufferConfig | None = None, on_ready: Callable[[CaptureSettings], None] | None = None,
+    def __init__(self, settings: CaptureSettings, ring: RingBuffer, stop: threading.Event,
+                 buffer: BufferConfig | None = None, on_ready: Callable[[CaptureSettings], None] | None = None,
                  stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
         self.settings = settings
         self.ring = ring
+        self.stop = stop
         self.on_ready = on_ready
         self.stall_timeout_s = stall_timeout_s
         self.error: AudioDeviceError | None = None
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=(buffer or BufferConfig()).capture_queue_blocks)
         self._resampler = StreamingResampler(settings.sample_rate_hz, MODEL_SAMPLE_RATE)
         self._stream = None
+        self._stream_lock = threading.Lock()
+        self._stderr_filter = NativeStderrFilter()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._closing = threading.Event()
         self._stream_ended = threading.Event()
@@ -235,7 +295,7 @@ class Capture:
     def input_overflows(self) -> int:
         return self._overflows
 
-    # -- PortAudio callback thread -------------------------------------------------------------------------
+    # -- PortAudio callback thread: copy, queue, count; nothing else ----------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, _time, status) -> None:
         if status.input_overflow:
             self._overflows += 1
@@ -252,48 +312,50 @@ class Capture:
         """Open and start the PortAudio stream, then the capture thread."""
         sd = _sd()
         s = self.settings
+        self._stderr_filter.start()
         try:
-            self._stream = sd.InputStream(device=s.device.index, samplerate=s.sample_rate_hz, channels=s.channels,
-                                          dtype="float32", blocksize=s.block_frames, callback=self._callback,
-                                          finished_callback=self._finished)
-            self._stream.start()
+            with self._stream_lock:
+                self._stream = sd.InputStream(device=s.device.index, samplerate=s.sample_rate_hz,
+                                              channels=s.channels, dtype="float32", blocksize=s.block_frames,
+                                              callback=self._callback, finished_callback=self._finished)
+                self._stream.start()
         except sd.PortAudioError as exc:
             self._close_stream()
+            self._stderr_filter.stop()
             raise device_error(s.device, exc, s.sample_rate_hz) from exc
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the stream (the blocks already captured are kept), let the capture thread move them into the
-        ring, flush the resampler and close the ring."""
+        """End capture (see the class note) and wait for the capture thread; safe to call more than once."""
         self._closing.set()
-        self._close_stream()
         if self._thread.is_alive():
             self._thread.join(CLOSE_TIMEOUT_S)
+        self._close_stream()
+        self._stderr_filter.stop()
         self.ring.close()
 
     def _close_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        try:
-            stream.stop(ignore_errors=True)
-            stream.close(ignore_errors=True)
-        except Exception:  # a lost device may refuse even this; nothing is left to save
-            log.debug("closing the input stream failed", exc_info=True)
+        with self._stream_lock:
+            stream, self._stream = self._stream, None
+            if stream is None:
+                return
+            try:
+                stream.stop(ignore_errors=True)  # waits for the callback in progress: its block is queued
+                stream.close(ignore_errors=True)
+            except Exception:  # a lost device may refuse even this; nothing is left to save
+                log.debug("closing the input stream failed", exc_info=True)
 
     # -- capture thread ------------------------------------------------------------------------------------
     def _run(self) -> None:
         last_block = time.monotonic()
         ready = False
         try:
-            while True:
+            while not (self.stop.is_set() or self._closing.is_set()):
                 try:
                     block = self._queue.get(timeout=QUEUE_POLL_S)
                 except queue.Empty:
-                    if self._closing.is_set():
-                        break
                     if self._stream_ended.is_set():
-                        self._lost("the device stopped (was it unplugged, or did the sound server stop?)")
+                        self._lost("the stream ended (was the device unplugged, or did the sound server stop?)")
                         break
                     if time.monotonic() - last_block > self.stall_timeout_s:
                         what = "stopped delivering audio" if ready else "delivered no audio"
@@ -301,18 +363,27 @@ class Capture:
                         break
                     continue
                 last_block = time.monotonic()
-                self.frames_captured += len(block)
-                self.ring.write(self._resampler.process(block))
+                self._write(block)
                 if not ready:
                     ready = True
                     if self.on_ready is not None:
                         self.on_ready(self.settings)
+            self._close_stream()
+            while True:  # what was captured before the stream stopped
+                try:
+                    self._write(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             self.ring.write(self._resampler.flush())
         except BaseException as exc:  # reported by run_stream as one line
             self.error = AudioDeviceError(f"capture from {self.settings.device.label} failed: {exc}", _DEFAULT_HINT)
             log.debug("capture thread failed", exc_info=True)
         finally:
             self.ring.close()
+
+    def _write(self, block: np.ndarray) -> None:
+        self.frames_captured += len(block)
+        self.ring.write(self._resampler.process(block))  # never blocks: a full ring drops (and counts) old audio
 
     def _lost(self, why: str) -> None:
         self.error = AudioDeviceError(f"lost input device {self.settings.device.label}: {why}",
@@ -335,5 +406,5 @@ def run_live(args: argparse.Namespace, config: Config) -> int:
               file=sys.stderr, flush=True)
 
     on_ready = None if wants_tui(args) else announce
-    return run_stream(args, config, lambda ring, _stop: Capture(settings, ring, config.buffer, on_ready),
+    return run_stream(args, config, lambda ring, stop: Capture(settings, ring, stop, config.buffer, on_ready),
                       header_text(settings))

@@ -1,0 +1,127 @@
+"""The live caption screen: Rich `Live` on its own refresh thread pulls a fresh snapshot of the state at a
+steady rate; the main thread reads keys. The worker only calls `handle()`, which takes a lock for a moment.
+
+Threads and who owns what:
+- worker thread: `CaptionUI.handle(event)` -> `LiveState.apply` (under the state's lock);
+- Rich's refresh thread: `render(state.snapshot())`;
+- main thread: `CaptionUI.run()`: the terminal (alternate screen, cbreak mode), keys, pause/clear/quit.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+from contextlib import contextmanager
+
+from streamer.events import Event
+from streamer.ui.state import LiveState
+from streamer.ui.view import render
+
+#: Screen refreshes per second: smooth meter, negligible CPU.
+REFRESH_PER_SECOND = 12
+#: How often the main thread checks for keys, quit and the end of the stream.
+KEY_POLL_S = 0.05
+#: After quit, keep the screen up this long at most for the worker to flush the pending segment as a final.
+FINISH_WAIT_S = 3.0
+
+
+class KeyReader:
+    """Single key presses from a terminal on stdin (cbreak mode: no echo, no Enter needed; Ctrl+C still
+    interrupts). Without a terminal on stdin there are no keys and `read` just waits."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream if stream is not None else sys.stdin
+        self.fd: int | None = None
+        try:
+            if self.stream is not None and self.stream.isatty():
+                self.fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None
+
+    @contextmanager
+    def cbreak(self):
+        if self.fd is None:
+            yield self
+            return
+        import termios
+        import tty
+
+        saved = termios.tcgetattr(self.fd)
+        try:
+            tty.setcbreak(self.fd)
+            yield self
+        finally:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
+
+    def read(self, timeout: float, wake: threading.Event) -> str:
+        """Keys typed within `timeout` seconds ('' if none); returns early when `wake` is set."""
+        if self.fd is None:
+            wake.wait(timeout)
+            return ""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return ""
+        data = os.read(self.fd, 64)
+        return data.decode("utf-8", "replace") if data else ""
+
+
+class CaptionUI:
+    def __init__(self, model: str, audio: str, stop: threading.Event, pipeline, console=None,
+                 keys: KeyReader | None = None) -> None:
+        self.state = LiveState(model, audio)
+        self.stop = stop
+        self.pipeline = pipeline
+        self.console = console
+        self.keys = keys or KeyReader()
+
+    # -- worker thread -------------------------------------------------------------------------------------
+    def handle(self, event: Event) -> None:
+        self.state.apply(event)
+
+    # -- main thread ---------------------------------------------------------------------------------------
+    def renderable(self):
+        return render(self.state.snapshot())
+
+    def press(self, key: str) -> None:
+        key = key.lower()
+        if key == "q":
+            self.stop.set()
+        elif key == "p":
+            if self.pipeline.paused.is_set():
+                self.pipeline.paused.clear()
+            else:
+                self.pipeline.paused.set()
+            self.state.set_paused(self.pipeline.paused.is_set())
+        elif key == "c":
+            self.state.clear()
+
+    def run(self) -> None:
+        """Show the screen until quit (q, Ctrl+C, SIGTERM via `stop`) or the end of the stream; the
+        pending segment is flushed as a final while the screen is still up. Then the terminal is restored
+        and the finished captions are printed, so the transcript stays in the terminal."""
+        from rich.console import Console
+        from rich.live import Live
+
+        console = self.console or Console()
+        try:
+            with Live(console=console, screen=True, auto_refresh=True, refresh_per_second=REFRESH_PER_SECOND,
+                      get_renderable=self.renderable, redirect_stdout=False, redirect_stderr=False):
+                try:
+                    with self.keys.cbreak():
+                        while not (self.stop.is_set() or self.pipeline.finished.is_set()):
+                            for key in self.keys.read(KEY_POLL_S, self.stop):
+                                self.press(key)
+                finally:
+                    self.stop.set()
+                    self.pipeline.finished.wait(FINISH_WAIT_S)
+        finally:
+            self.print_transcript(console)
+
+    def print_transcript(self, console) -> None:
+        texts, let_go = self.state.transcript()
+        if let_go:
+            console.print(f"[dim]({let_go} earlier captions are not shown; --output PATH keeps everything)[/dim]")
+        for text in texts:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,180 @@
+"""What the caption screen shows, updated from pipeline events on the worker thread and read as an immutable
+snapshot by the render thread. Every method takes the lock briefly; nothing here blocks or does I/O."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from streamer.config import MODEL_SAMPLE_RATE
+from streamer.events import Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
+
+#: Finished captions kept (for the screen and the transcript printed on exit); older ones are counted.
+MAX_FINALS = 1000
+#: The real-time factor shown is measured over about this much recent audio (the session average would
+#: hide a model that has started to fall behind).
+RTF_WINDOW_S = 5.0
+#: Warn when the model needs more than this share of real time: close to 1 the worker cannot keep up.
+RTF_WARN = 0.8
+#: Warn when this much captured audio waits for the worker ...
+LAG_WARN_S = 1.0
+#: ... or when the lag has grown in this many stats reports in a row (and is above LAG_GROWING_MIN_S).
+LAG_GROWING_REPORTS = 4
+LAG_GROWING_MIN_S = 0.3
+
+
+@dataclass(frozen=True)
+class Caption:
+    seq: int
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one frame of the UI needs."""
+
+    model: str
+    audio: str
+    captions: tuple[Caption, ...]  # shown (after the last clear)
+    committed: str  # the current line: final for this segment ...
+    tentative: str  # ... and the tail that the next step may still change
+    audio_seen: bool
+    speech: bool
+    paused: bool
+    rms_dbfs: float
+    peak_dbfs: float
+    rtf: float
+    latency_s: float | None
+    lag_s: float
+    dropped_samples: int
+    input_overflows: int
+    processed_s: float
+    warnings: tuple[str, ...]
+
+    @property
+    def dropped_s(self) -> float:
+        return self.dropped_samples / MODEL_SAMPLE_RATE
+
+
+class LiveState:
+    def __init__(self, model: str, audio: str) -> None:
+        self.model = model
+        self.audio = audio
+        self._lock = threading.Lock()
+        self._finals: deque[Caption] = deque(maxlen=MAX_FINALS)
+        self._finals_total = 0
+        self._shown_from = 0  # seq of the first caption shown since the last clear
+        self._committed = ""
+        self._tentative = ""
+        self._audio_seen = False
+        self._speech = False
+        self._paused = False
+        self._rms = self._peak = -120.0
+        self._rtf_points: deque[tuple[float, float]] = deque()  # (processed_s, compute_s)
+        self._lags: deque[float] = deque(maxlen=LAG_GROWING_REPORTS + 1)
+        self._stats: StatsEvent | None = None
+        self._origin: float | None = None  # wall time of audio time 0, estimated (see _arrival_origin)
+        self._latency: float | None = None
+        self._prev_partial_end: tuple[int, float] | None = None  # (segment, tentative_until_s)
+
+    # -- worker thread -------------------------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        with self._lock:
+            self._track_origin(event)
+            if isinstance(event, LevelEvent):
+                self._audio_seen = True
+                self._rms, self._peak = event.rms_dbfs, event.peak_dbfs
+            elif isinstance(event, PartialEvent):
+                self._committed, self._tentative = event.committed_text, event.tentative_text
+                self._measure_latency(event)
+            elif isinstance(event, FinalEvent):
+                self._committed = self._tentative = ""
+                if event.text:
+                    self._finals.append(Caption(self._finals_total, event.text, event.start_s, event.end_s))
+                    self._finals_total += 1
+            elif isinstance(event, VadEvent):
+                self._speech = event.speech
+            elif isinstance(event, StatsEvent):
+                self._stats = event
+                self._rtf_points.append((event.processed_s, event.rtf * event.processed_s))
+                while len(self._rtf_points) > 2 and event.processed_s - self._rtf_points[1][0] >= RTF_WINDOW_S:
+                    self._rtf_points.popleft()
+                self._lags.append(event.lag_s)
+
+    def _measure_latency(self, event: PartialEvent) -> None:
+        # This partial shows, for the first time, the audio since the previous partial of the segment ended:
+        # its mean age now is the latency a speaker sees (about hop / 2 + compute + lag).
+        prev = self._prev_partial_end
+        self._prev_partial_end = (event.segment_id, event.tentative_until_s)
+        if prev is None or prev[0] != event.segment_id or prev[1] >= event.tentative_until_s:
+            return
+        shown_from_s = prev[1]
+        audio_mid_s = (shown_from_s + event.tentative_until_s) / 2
+        self._latency = max(0.0, event.wall_time_s - (self._origin + audio_mid_s))
+
+    def _track_origin(self, event: Event) -> None:
+        # An event about audio up to audio_time_s cannot be emitted before that audio arrived, so
+        # wall_time_s - audio_time_s >= the wall time of audio time 0; the smallest value seen is the estimate
+        # (exact once the worker has been caught up at least once).
+        origin = event.wall_time_s - event.audio_time_s
+        if self._origin is None or origin < self._origin:
+            self._origin = origin
+
+    # -- UI thread -----------------------------------------------------------------------------------------
+    def set_paused(self, paused: bool) -> None:
+        with self._lock:
+            self._paused = paused
+
+    def clear(self) -> None:
+        """Clear the screen: captions so far and the current line (the next partial brings it back)."""
+        with self._lock:
+            self._shown_from = self._finals_total
+            self._committed = self._tentative = ""
+
+    def transcript(self) -> tuple[list[str], int]:
+        """All finished captions still held, and how many older ones were let go (MAX_FINALS)."""
+        with self._lock:
+            return [c.text for c in self._finals], self._finals_total - len(self._finals)
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            s = self._stats
+            rtf = self._recent_rtf()
+            return Snapshot(
+                model=self.model, audio=self.audio,
+                captions=tuple(c for c in self._finals if c.seq >= self._shown_from),
+                committed=self._committed, tentative=self._tentative,
+                audio_seen=self._audio_seen, speech=self._speech, paused=self._paused,
+                rms_dbfs=self._rms, peak_dbfs=self._peak,
+                rtf=rtf, latency_s=self._latency, lag_s=s.lag_s if s else 0.0,
+                dropped_samples=s.dropped_samples if s else 0, input_overflows=s.input_overflows if s else 0,
+                processed_s=s.processed_s if s else 0.0, warnings=self._warnings(rtf, s),
+            )
+
+    def _recent_rtf(self) -> float:
+        if len(self._rtf_points) < 2:
+            return self._stats.rtf if self._stats else 0.0
+        (a0, c0), (a1, c1) = self._rtf_points[0], self._rtf_points[-1]
+        return (c1 - c0) / (a1 - a0) if a1 > a0 else 0.0
+
+    def _lag_growing(self) -> bool:
+        lags = list(self._lags)
+        return (len(lags) == LAG_GROWING_REPORTS + 1 and lags[-1] >= LAG_GROWING_MIN_S
+                and all(b > a for a, b in zip(lags, lags[1:])))
+
+    def _warnings(self, rtf: float, s: StatsEvent | None) -> tuple[str, ...]:
+        out = []
+        if rtf > RTF_WARN:
+            out.append(f"falling behind real time: RTF {rtf:.2f}")
+        if s is not None and s.lag_s > LAG_WARN_S:
+            out.append(f"{s.lag_s:.1f} s of audio waiting")
+        elif s is not None and self._lag_growing():
+            out.append(f"lag growing: {s.lag_s:.1f} s")
+        if s is not None and s.dropped_samples:
+            out.append(f"audio dropped: {s.dropped_samples / MODEL_SAMPLE_RATE:.2f} s")
+        if s is not None and s.input_overflows:
+            out.append(f"input overflows: {s.input_overflows}")
+        return tuple(out)

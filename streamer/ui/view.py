@@ -1,0 +1,156 @@
+"""Pure rendering: a state snapshot -> a Rich renderable that fills the given width and height.
+
+    ┌ header: streamer · model (device, dtype) · mic: NAME @ 48000 Hz
+    │ finished captions, the newest at the bottom, older ones scrolled off the top
+    │ the current line: committed text, then the tentative tail dimmed
+    ├ ───────
+    │ VAD state and the input level meter
+    │ RTF · latency · lag · dropped
+    │ warnings (falling behind, audio dropped), when there are any
+    └ keys
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.segment import Segment
+from rich.text import Text
+
+from streamer.ui.state import Snapshot
+
+#: The level meter spans this range of input level (dBFS): quieter reads empty, 0 dBFS reads full.
+METER_FLOOR_DBFS = -60.0
+METER_MAX_CELLS = 30
+#: Caption lines kept on screen before the header, warnings and key help are compacted.
+MIN_BODY_LINES = 3
+SEP = " · "
+
+STYLE_HEADER = "bold reverse"
+STYLE_TENTATIVE = "dim italic"
+STYLE_WARNING = "bold yellow"
+
+
+def render(snapshot: Snapshot) -> "CaptionScreen":
+    return CaptionScreen(snapshot)
+
+
+def _fmt_s(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f} s"
+
+
+def vad_label(s: Snapshot) -> Text:
+    if s.paused:
+        return Text("‖ paused", style="bold magenta")
+    if not s.audio_seen:
+        return Text("… waiting for audio", style="dim")
+    if s.speech:
+        return Text("● speech", style="bold green")
+    return Text("○ listening", style="cyan")
+
+
+def meter(s: Snapshot, width: int) -> Text:
+    """VAD state, then a bar of the input level; the bar shrinks (and finally goes) on narrow terminals."""
+    line = vad_label(s)
+    if not s.audio_seen or s.paused:
+        return line
+    level = f" {s.rms_dbfs:4.0f} dB"
+    cells = min(METER_MAX_CELLS, width - len(line) - len(level) - 2)
+    if cells >= 4:
+        fill = max(0.0, min(1.0, (s.rms_dbfs - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS))
+        peak = max(0.0, min(1.0, (s.peak_dbfs - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS))
+        n, p = round(fill * cells), min(cells - 1, round(peak * cells))
+        line.append("  ")
+        line.append("█" * n, style="green" if fill < 0.85 else "red")
+        line.append("".join("│" if i == p and p >= n else "░" for i in range(n, cells)), style="dim")
+    if len(line) + len(level) <= width:
+        line.append(level)
+    return line
+
+
+def pack(parts: list[Text], width: int) -> list[Text]:
+    """Join parts with ' · ', breaking lines between parts (a part longer than the width is folded)."""
+    lines: list[Text] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(SEP) + len(part) <= width:
+            lines[-1].append(SEP, style="dim")
+            lines[-1].append_text(part)
+        else:
+            lines.append(part.copy())
+    return lines
+
+
+def footer(s: Snapshot) -> list[Text]:
+    style = "bold red" if s.warnings else ""
+    parts = [f"RTF {s.rtf:.2f}", f"latency {_fmt_s(s.latency_s)}", f"lag {s.lag_s:.2f} s",
+             f"dropped {s.dropped_samples}"]
+    if s.input_overflows:
+        parts.append(f"overflows {s.input_overflows}")
+    return [Text(p, style=style) for p in parts]
+
+
+def header(s: Snapshot) -> list[Text]:
+    return [Text(" streamer ", style=STYLE_HEADER), Text(s.model, style="bold"), Text(s.audio, style="bold")]
+
+
+def keys(s: Snapshot) -> list[Text]:
+    return [Text(k, style="dim") for k in ("q quit", "p resume" if s.paused else "p pause", "c clear")]
+
+
+def current_line(s: Snapshot) -> Text | None:
+    if not (s.committed or s.tentative):
+        return None
+    line = Text("› ", style="bold")
+    line.append(s.committed)
+    if s.tentative:
+        line.append((" " if s.committed else "") + s.tentative, style=STYLE_TENTATIVE)
+    return line
+
+
+class CaptionScreen:
+    """Lays the snapshot out for exactly the console's width and height (bottom-anchored captions)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        s = self.snapshot
+        width = max(1, options.max_width)
+        height = options.height or options.max_height or console.height
+
+        def wrap(text: Text) -> list[Text]:
+            return list(text.wrap(console, width, overflow="fold"))
+
+        def packed(parts: list[Text]) -> list[Text]:
+            return [line for text in pack(parts, width) for line in wrap(text)]
+
+        def one_line(parts: list[Text]) -> list[Text]:
+            line = Text(SEP).join(parts)
+            line.truncate(width, overflow="ellipsis")
+            return [line]
+
+        warnings = [Text("⚠ " + w, style=STYLE_WARNING) for w in s.warnings]
+        rule = [Text("─" * width, style="dim")]
+        # Full layout first; where the terminal is too small for it and MIN_BODY_LINES of captions, the header
+        # and the warnings shrink to one line each and the key help goes.
+        for compact in (False, True):
+            top = one_line(header(s)) if compact else packed(header(s))
+            bottom = rule + wrap(meter(s, width)) + packed(footer(s))
+            if compact:
+                bottom += one_line(warnings) if warnings else []
+            else:
+                bottom += [line for w in warnings for line in wrap(w)] + packed(keys(s))
+            if height - len(top) - len(bottom) >= MIN_BODY_LINES:
+                break
+        body_height = max(0, height - len(top) - len(bottom))
+        body: list[Text] = []
+        current = current_line(s)
+        # Newest first until the body is full: older captions scroll off the top.
+        for text in ([current] if current is not None else []) + [Text(c.text) for c in reversed(s.captions)]:
+            if len(body) >= body_height:
+                break
+            body = wrap(text) + body
+        body = body[-body_height:] if body_height else []
+        lines = top + [Text("")] * (body_height - len(body)) + body + bottom
+        for line in lines[:height]:
+            yield from line.render(console)
+            yield Segment.line()

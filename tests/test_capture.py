@@ -1,0 +1,271 @@
+"""The real capture path: PortAudio -> bounded queue -> soxr -> ring buffer, fed by a PulseAudio virtual
+microphone (a null sink whose monitor is the default source; `paplay` speaks into it).
+
+Measured figures are printed (run with -s) and recorded as junit properties."""
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import espeak
+from streamer.audio.capture import Capture, check_settings, resolve_input_device
+from streamer.audio.ringbuffer import RingBuffer
+from streamer.cli import main
+from streamer.errors import ModelLoadError
+from streamer.model import demo_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def have_demo_model() -> bool:
+    try:
+        return demo_model_path().exists()
+    except ModelLoadError:
+        return False
+
+
+pytestmark = [pytest.mark.audio, pytest.mark.slow]
+
+#: Generous bounds for one process step (model load included), not speed targets.
+READY_TIMEOUT_S = 60
+EXIT_TIMEOUT_S = 30
+
+
+class Streamer:
+    """`python -m streamer ...` in a subprocess, its stderr read on a thread so lines can be waited for."""
+
+    def __init__(self, *args, env=None) -> None:
+        env = dict(env or os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", *map(str, args)], env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.stderr_lines: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for_line(self, prefix: str, timeout: float = READY_TIMEOUT_S) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            if line.startswith(prefix):
+                return line
+        self.proc.kill()
+        raise AssertionError(f"no {prefix!r} line; stderr: {self.stderr_lines}")
+
+    def finish(self, sig=None, timeout: float = EXIT_TIMEOUT_S) -> tuple[int, str, str]:
+        if sig is not None:
+            self.proc.send_signal(sig)
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
+        self._reader.join(5)
+        return self.proc.returncode, out, "\n".join(self.stderr_lines)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def jsonl_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def offline_text(wav: Path, model, capsys) -> str:
+    """The whole-file reference decode (`--offline`), in this process (the model is small and cached)."""
+    capsys.readouterr()
+    assert main(["--file", str(wav), "--offline", "--model", str(model)]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def speech_onset_s(wav: Path, threshold: float = 0.02) -> float:
+    audio, rate = sf.read(str(wav), dtype="float32")
+    return float(np.argmax(np.abs(audio) > threshold) / rate)
+
+
+# -- the capture edge at native rates ------------------------------------------------------------------------
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_capture_opens_at_native_rate_and_resamples_to_16k(virtual_mic, tmp_path, rate):
+    tone_hz, tone_s, play_rate = 1000.0, 1.0, 44100
+    t = np.arange(int(tone_s * play_rate)) / play_rate
+    wav = tmp_path / "tone.wav"
+    sf.write(str(wav), (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32), play_rate)
+
+    settings = check_settings(resolve_input_device("pulse"), sample_rate_hz=rate)
+    assert settings.sample_rate_hz == rate and settings.channels == 1
+    ring, stop, ready = RingBuffer(16000 * 30), threading.Event(), threading.Event()
+    capture = Capture(settings, ring, stop, on_ready=lambda s: ready.set())
+    capture.start()
+    try:
+        assert ready.wait(10), "no audio block within 10 s"
+        started = time.monotonic()
+        player = virtual_mic.play(wav, wait=False)
+        chunks, tone_seen, quiet_after = [], False, 0
+        deadline = time.monotonic() + 15
+        while quiet_after < 8000 and time.monotonic() < deadline:  # read until 0.5 s of quiet after the tone
+            chunk = ring.read(timeout=0.1).samples
+            chunks.append(chunk)
+            loud = len(chunk) and float(np.sqrt(np.mean(chunk**2))) > 0.05
+            tone_seen |= bool(loud)
+            quiet_after = 0 if loud or not tone_seen else quiet_after + len(chunk)
+        player.wait(10)
+    finally:
+        stop.set()
+        capture.close()
+    elapsed = time.monotonic() - started
+    audio = np.concatenate(chunks)
+    assert tone_seen and capture.error is None
+    assert ring.closed
+    # Resampling ratio: the ring got 16 kHz samples for every `rate` frames captured.
+    assert abs(ring.write_pos - capture.frames_captured * 16000 / rate) < 0.01 * ring.write_pos + 100
+    # The device ran at the rate asked for (frames per wall second) ...
+    assert 0.9 < capture.frames_captured / rate / elapsed < 1.15
+    # ... and the tone kept its pitch through PortAudio + soxr (a wrong rate anywhere would move it).
+    loud = np.flatnonzero(np.abs(audio) > 0.1)
+    tone = audio[loud[0] + 800 : loud[-1] - 800]
+    assert len(tone) > 0.8 * tone_s * 16000
+    spectrum = np.abs(np.fft.rfft(tone * np.hanning(len(tone))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(tone)
+    assert abs(peak_hz - tone_hz) < 3, peak_hz
+    assert 0.3 < np.sqrt(np.mean(tone**2)) < 0.4  # 0.5 amplitude sine: RMS 0.354
+    assert capture.dropped_samples() == 0 and ring.dropped_samples == 0
+    print(f"\n{rate} Hz: {capture.frames_captured} frames -> {ring.write_pos} samples at 16 kHz, "
+          f"tone {peak_hz:.1f} Hz, overflows {capture.input_overflows()}")
+
+
+# -- the CLI end to end through the virtual microphone ---------------------------------------------------------
+def stream_clip(virtual_mic, tmp_path, wav: Path, model) -> dict:
+    out_txt, out_jsonl = tmp_path / "out.txt", tmp_path / "out.jsonl"
+    s = Streamer("--no-tui", "--output", out_txt, "--output", out_jsonl, "--model", model)
+    ready = s.wait_for_line("streamer: listening on ")
+    assert "@ 44100 Hz" in ready  # the null sink's native rate, never 16 kHz
+    played_at = time.time()
+    virtual_mic.play(wav)
+    rc, stdout, stderr = s.finish(signal.SIGINT)
+    assert rc == 0, stderr
+    assert "Traceback" not in stderr
+    assert out_txt.exists()
+    streamed = stdout.strip().splitlines()
+    assert out_txt.read_text(encoding="utf-8").strip().splitlines() == streamed
+    events = jsonl_events(out_jsonl)
+    partials = [e for e in events if e["type"] == "partial"]
+    onset_wall = played_at + speech_onset_s(wav)
+    return {
+        "streamed": " ".join(" ".join(streamed).split()),
+        "finals": [e for e in events if e["type"] == "final"],
+        "first_partial_s": partials[0]["wall_time_s"] - onset_wall if partials else None,
+        "first_final_s": next((e["wall_time_s"] - onset_wall for e in events if e["type"] == "final" and e["text"]),
+                              None),
+        "stats": [e for e in events if e["type"] == "stats"],
+    }
+
+
+def test_live_captions_end_to_end_tiny_model(virtual_mic, tmp_path, utterances_wav, tiny_model, capsys):
+    result = stream_clip(virtual_mic, tmp_path, utterances_wav, tiny_model)
+    assert len(result["finals"]) == 3  # three sentences, a second of silence apart
+    assert result["streamed"]
+    assert result["stats"][-1]["dropped_samples"] == 0
+    offline = offline_text(utterances_wav, tiny_model, capsys)
+    cer = jiwer.cer(offline, result["streamed"]) if offline else None
+    with capsys.disabled():
+            print(f"\ntiny random model: streamed {result['streamed']!r} vs offline {offline!r}: CER {cer}; "
+              f"first partial {result['first_partial_s']:.2f} s after speech onset")
+
+
+@pytest.mark.skipif(not have_demo_model(), reason="the demo model (assets/demo_model) has not landed yet")
+def test_live_captions_match_offline_decode_demo_model(virtual_mic, tmp_path, utterances_wav, record_property,
+                                                       capsys):
+    result = stream_clip(virtual_mic, tmp_path, utterances_wav, "demo")
+    offline = offline_text(utterances_wav, "demo", capsys)
+    cer = jiwer.cer(offline, result["streamed"])
+    record_property("live_vs_offline_cer", round(cer, 4))
+    record_property("first_partial_s", result["first_partial_s"])
+    with capsys.disabled():
+        print(f"\ndemo model through the virtual mic: CER(streamed, offline) = {cer:.3f}\n  streamed: "
+              f"{result['streamed']}\n  offline:  {offline}\n  first partial {result['first_partial_s']:.2f} s, "
+              f"first final {result['first_final_s']:.2f} s after speech onset")
+    assert len(result["finals"]) == 3
+    assert cer <= 0.10
+
+
+def test_sigterm_mid_speech_flushes_the_pending_segment(virtual_mic, tmp_path, tiny_model):
+    """SIGTERM (like Ctrl+C, tested above) while speech is still coming in: the open segment becomes a
+    final, the outputs are written, exit 0."""
+    wav = tmp_path / "long.wav"
+    espeak(wav, "This is a long sentence that keeps going for quite a while without any pause at all, "
+                "so that the stream is still inside it when the interrupt arrives.")
+    out_jsonl = tmp_path / "out.jsonl"
+    s = Streamer("--no-tui", "--output", out_jsonl, "--model", tiny_model)
+    s.wait_for_line("streamer: listening on ")
+    player = virtual_mic.play(wav, wait=False)
+    try:
+        wait_until(lambda: any(e["type"] == "partial" for e in jsonl_events(out_jsonl)), 20, "a partial")
+        assert player.poll() is None, "the clip ended before the interrupt"
+        rc, stdout, stderr = s.finish(signal.SIGTERM)
+    finally:
+        player.kill()
+    assert rc == 0, stderr
+    events = jsonl_events(out_jsonl)
+    last_partial = [e for e in events if e["type"] == "partial"][-1]
+    finals = [e for e in events if e["type"] == "final"]
+    assert finals, "the pending segment was not flushed"
+    assert finals[-1]["segment_id"] == last_partial["segment_id"]
+    assert finals[-1]["text"].startswith(last_partial["committed_text"])
+    assert stdout.strip().splitlines()[-1] == finals[-1]["text"]
+
+
+def test_device_lost_mid_stream_keeps_the_transcript(tmp_path, utterances_wav, tiny_model):
+    from virtual_mic import PulseUnavailable, VirtualMic
+
+    try:
+        mic = VirtualMic(tmp_path / "pulse")  # a server of its own: this test kills it
+    except PulseUnavailable as exc:
+        pytest.skip(f"no PulseAudio virtual microphone here: {exc}")
+    out_txt = tmp_path / "out.txt"
+    try:
+        s = Streamer("--no-tui", "--output", out_txt, "--model", tiny_model, env=mic.env)
+        s.wait_for_line("streamer: listening on ")
+        mic.play(utterances_wav)
+        wait_until(lambda: out_txt.exists() and out_txt.read_text().strip(), 20, "a caption in out.txt")
+        written = out_txt.read_text()
+        mic.kill()
+        rc, stdout, stderr = s.finish()
+    finally:
+        mic.stop()
+    assert rc == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("streamer: error:")]
+    assert len(errors) == 1 and "lost input device [1] default" in errors[0], stderr
+    # PortAudio's own C-level complaints ("Expression '...' failed in pa_linux_alsa.c") are kept out.
+    assert all(line.startswith("streamer: ") for line in stderr.splitlines()), stderr
+    assert out_txt.read_text().startswith(written)
+    assert stdout.strip().splitlines()[: len(written.splitlines())] == written.strip().splitlines()

@@ -238,6 +238,9 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     dropped = pipeline.dropped_samples()
     if dropped:
         _stderr(f"streamer: warning: {dropped} samples ({dropped / MODEL_SAMPLE_RATE:.2f} s) of audio were dropped because processing fell behind")
+    overflows = pipeline.input_overflows()
+    if overflows:
+        _stderr(f"streamer: warning: the audio device reported {overflows} input overflows (audio lost before it reached streamer)")
     return 0  # Ctrl+C / SIGTERM are a normal way to stop: everything was flushed and written
 
 

@@ -47,7 +47,7 @@ class Streamer:
 
     def __init__(self, *args, env=None) -> None:
         env = dict(env or os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", *map(str, args)], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamer", *map(str, args)], env=env, cwd=ROOT,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.stderr_lines: list[str] = []
@@ -163,6 +163,99 @@ def test_capture_opens_at_native_rate_and_resamples_to_16k(virtual_mic, tmp_path
           f"tone {peak_hz:.1f} Hz, overflows {capture.input_overflows()}")
 
 
+def fractional_shift(x: np.ndarray, delay: float) -> np.ndarray:
+    spectrum = np.fft.rfft(x)
+    return np.fft.irfft(spectrum * np.exp(-2j * np.pi * np.fft.rfftfreq(len(x)) * delay), len(x))
+
+
+def test_captured_audio_matches_the_file(virtual_mic, utterances_wav):
+    """What the ring buffer holds is the file's own 16 kHz audio, up to PulseAudio's resampling (22.05 ->
+    44.1 kHz) and 16-bit sink: aligned to a fraction of a sample, the difference is ~30 dB down."""
+    from streamer.audio.files import read_16k
+
+    reference = read_16k(utterances_wav)
+    settings = check_settings(resolve_input_device(None))
+    ring, stop, ready = RingBuffer(16000 * 60), threading.Event(), threading.Event()
+    capture = Capture(settings, ring, stop, on_ready=lambda s: ready.set())
+    capture.start()
+    try:
+        assert ready.wait(10)
+        virtual_mic.play(utterances_wav)
+        wait_until(lambda: ring.write_pos > ring.read_pos + len(reference), 5, "the whole clip in the ring")
+    finally:
+        stop.set()
+        capture.close()
+    got = ring.read().samples
+    n = len(reference)
+    size = 1 << int(np.ceil(np.log2(len(got) + n)))
+    corr = np.fft.irfft(np.fft.rfft(got, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lag = int(np.argmax(corr[: len(got) - n + 1]))
+    segment = got[max(0, lag - 2) : lag + n + 2]
+
+    def snr_db(delay: float) -> float:
+        shifted = fractional_shift(segment, delay)[2 : 2 + n]
+        gain = float(np.dot(shifted, reference) / np.dot(reference, reference))
+        return 10 * np.log10(np.sum(reference**2) / np.sum((shifted - gain * reference) ** 2))
+
+    coarse = max(np.arange(-1.0, 1.0, 0.05), key=snr_db)
+    best_delay = max(np.arange(coarse - 0.05, coarse + 0.05, 0.005), key=snr_db)
+    best_snr = snr_db(best_delay)
+    print(f"\ncaptured vs file at 16 kHz: SNR {best_snr:.1f} dB (lag {lag / 16000 * 1000:.0f} ms)")
+    assert best_snr > 20
+    assert capture.dropped_samples() == 0 and capture.input_overflows() == 0
+
+
+# -- the capture edge's bookkeeping without a device (pure logic) ---------------------------------------------
+class _Status:
+    def __init__(self, overflow: bool) -> None:
+        self.input_overflow = overflow
+
+
+def _fake_settings(rate: int = 48000):
+    from streamer.audio.capture import CaptureSettings, InputDevice
+
+    return CaptureSettings(InputDevice(5, "Test Mic", "ALSA", 2, rate, True), rate, 1)
+
+
+def test_callback_counts_queue_full_drops_and_overflows():
+    from streamer.config import BufferConfig
+
+    capture = Capture(_fake_settings(48000), RingBuffer(16000 * 5), threading.Event(),
+                      BufferConfig(capture_queue_blocks=2))
+    block = np.ones((960, 1), dtype=np.float32)
+    for i in range(5):  # nobody drains the queue: blocks 3..5 do not fit
+        capture._callback(block, 960, None, _Status(overflow=i == 1))
+    assert capture.dropped_samples() == 3 * 320  # 3 blocks of 20 ms, counted at 16 kHz
+    assert capture.input_overflows() == 1
+
+
+def test_a_device_that_stops_delivering_is_reported_and_the_ring_closed():
+    ring = RingBuffer(16000 * 5)
+    capture = Capture(_fake_settings(), ring, threading.Event(), stall_timeout_s=0.3)
+    capture._thread.start()  # the capture thread alone: no stream, so no blocks ever arrive
+    capture._thread.join(5)
+    assert ring.closed
+    assert "lost input device [5] Test Mic: the device delivered no audio for 0.3 s" in capture.error.one_line()
+
+
+def test_stream_ending_on_its_own_is_device_loss_but_stop_is_not():
+    ring = RingBuffer(16000 * 5)
+    capture = Capture(_fake_settings(), ring, threading.Event())
+    capture._thread.start()
+    capture._finished()  # PortAudio's finished callback without anyone asking for a stop
+    capture._thread.join(5)
+    assert ring.closed and "the stream ended" in capture.error.message
+
+    stop = threading.Event()
+    capture = Capture(_fake_settings(), RingBuffer(16000 * 5), stop)
+    capture._thread.start()
+    capture._callback(np.ones((960, 1), np.float32), 960, None, _Status(False))
+    stop.set()
+    capture.close()
+    assert capture.error is None and capture.ring.closed
+    assert capture.ring.write_pos == 320  # the queued block was resampled into the ring, tail flushed
+
+
 # -- the CLI end to end through the virtual microphone ---------------------------------------------------------
 def stream_clip(virtual_mic, tmp_path, wav: Path, model) -> dict:
     out_txt, out_jsonl = tmp_path / "out.txt", tmp_path / "out.jsonl"
@@ -199,7 +292,8 @@ def test_live_captions_end_to_end_tiny_model(virtual_mic, tmp_path, utterances_w
     cer = jiwer.cer(offline, result["streamed"]) if offline else None
     with capsys.disabled():
             print(f"\ntiny random model: streamed {result['streamed']!r} vs offline {offline!r}: CER {cer}; "
-              f"first partial {result['first_partial_s']:.2f} s after speech onset")
+              f"first partial {result['first_partial_s']:.2f} s, first final {result['first_final_s']:.2f} s "
+              "after speech onset")
 
 
 @pytest.mark.skipif(not have_demo_model(), reason="the demo model (assets/demo_model) has not landed yet")

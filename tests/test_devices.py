@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args, env=None):
     env = dict(env or os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "streamer", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=60, stdin=subprocess.DEVNULL)
+                          env=env, timeout=60, stdin=subprocess.DEVNULL, cwd=ROOT)
 
 
 def one_error_line(result) -> str:

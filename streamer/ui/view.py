@@ -40,12 +40,12 @@ def _fmt_s(value: float | None) -> str:
 
 def vad_label(s: Snapshot) -> Text:
     if s.paused:
-        return Text("‖ paused", style="bold magenta")
+        return Text.assemble(("‖ paused", "bold magenta"))
     if not s.audio_seen:
-        return Text("… waiting for audio", style="dim")
+        return Text.assemble(("… waiting for audio", "dim"))
     if s.speech:
-        return Text("● speech", style="bold green")
-    return Text("○ listening", style="cyan")
+        return Text.assemble(("● speech", "bold green"))
+    return Text.assemble(("○ listening", "cyan"))
 
 
 def meter(s: Snapshot, width: int) -> Text:
@@ -53,7 +53,7 @@ def meter(s: Snapshot, width: int) -> Text:
     line = vad_label(s)
     if not s.audio_seen or s.paused:
         return line
-    level = f" {s.rms_dbfs:4.0f} dB"
+    level = f" {max(s.rms_dbfs, -99.0):3.0f} dB"
     cells = min(METER_MAX_CELLS, width - len(line) - len(level) - 2)
     if cells >= 4:
         fill = max(0.0, min(1.0, (s.rms_dbfs - METER_FLOOR_DBFS) / -METER_FLOOR_DBFS))
@@ -61,7 +61,7 @@ def meter(s: Snapshot, width: int) -> Text:
         n, p = round(fill * cells), min(cells - 1, round(peak * cells))
         line.append("  ")
         line.append("█" * n, style="green" if fill < 0.85 else "red")
-        line.append("".join("│" if i == p and p >= n else "░" for i in range(n, cells)), style="dim")
+        line.append("".join("│" if i == p and peak > fill else "░" for i in range(n, cells)), style="dim")
     if len(line) + len(level) <= width:
         line.append(level)
     return line
@@ -75,32 +75,31 @@ def pack(parts: list[Text], width: int) -> list[Text]:
             lines[-1].append(SEP, style="dim")
             lines[-1].append_text(part)
         else:
-            lines.append(part.copy())
+            lines.append(Text.assemble(part))
     return lines
 
 
 def footer(s: Snapshot) -> list[Text]:
-    style = "bold red" if s.warnings else ""
+    style = STYLE_WARNING if s.warnings else ""
     parts = [f"RTF {s.rtf:.2f}", f"latency {_fmt_s(s.latency_s)}", f"lag {s.lag_s:.2f} s",
              f"dropped {s.dropped_samples}"]
     if s.input_overflows:
         parts.append(f"overflows {s.input_overflows}")
-    return [Text(p, style=style) for p in parts]
+    return [Text.assemble((p, style)) for p in parts]
 
 
 def header(s: Snapshot) -> list[Text]:
-    return [Text(" streamer ", style=STYLE_HEADER), Text(s.model, style="bold"), Text(s.audio, style="bold")]
+    return [Text.assemble((" streamer ", STYLE_HEADER)), Text.assemble((s.model, "bold")), Text(s.audio)]
 
 
 def keys(s: Snapshot) -> list[Text]:
-    return [Text(k, style="dim") for k in ("q quit", "p resume" if s.paused else "p pause", "c clear")]
+    return [Text.assemble((k, "dim")) for k in ("q quit", "p resume" if s.paused else "p pause", "c clear")]
 
 
 def current_line(s: Snapshot) -> Text | None:
     if not (s.committed or s.tentative):
         return None
-    line = Text("› ", style="bold")
-    line.append(s.committed)
+    line = Text.assemble(("› ", "bold"), s.committed)
     if s.tentative:
         line.append((" " if s.committed else "") + s.tentative, style=STYLE_TENTATIVE)
     return line
@@ -124,20 +123,21 @@ class CaptionScreen:
             return [line for text in pack(parts, width) for line in wrap(text)]
 
         def one_line(parts: list[Text]) -> list[Text]:
-            line = Text(SEP).join(parts)
+            line = Text.assemble((SEP, "dim")).join(parts)
             line.truncate(width, overflow="ellipsis")
             return [line]
 
-        warnings = [Text("⚠ " + w, style=STYLE_WARNING) for w in s.warnings]
+        warnings = [Text.assemble(("⚠ " + w, STYLE_WARNING)) for w in s.warnings]
         rule = [Text("─" * width, style="dim")]
         # Full layout first; where the terminal is too small for it and MIN_BODY_LINES of captions, the header
         # and the warnings shrink to one line each and the key help goes.
         for compact in (False, True):
             top = one_line(header(s)) if compact else packed(header(s))
-            bottom = rule + wrap(meter(s, width)) + packed(footer(s))
             if compact:
+                bottom = rule + wrap(meter(s, width))[:1] + one_line(footer(s))
                 bottom += one_line(warnings) if warnings else []
             else:
+                bottom = rule + wrap(meter(s, width)) + packed(footer(s))
                 bottom += [line for w in warnings for line in wrap(w)] + packed(keys(s))
             if height - len(top) - len(bottom) >= MIN_BODY_LINES:
                 break

@@ -203,6 +203,26 @@ def test_keys_pause_clear_quit():
     assert stop.is_set()
 
 
+def test_key_reader_on_a_pty():
+    import termios
+
+    from streamer.ui.app import KeyReader
+
+    master, slave = os.openpty()
+    with os.fdopen(slave, "rb", buffering=0) as tty:
+        keys, wake = KeyReader(tty), threading.Event()
+        before = termios.tcgetattr(slave)
+        with keys.cbreak():
+            assert not termios.tcgetattr(slave)[3] & termios.ICANON  # no Enter needed
+            os.write(master, b"p")
+            assert keys.read(2.0, wake) == "p"
+            os.write(master, b"\x1b[C")  # right arrow: not a 'c'
+            assert keys.read(2.0, wake) == ""
+            assert keys.read(0.05, wake) == ""
+        assert termios.tcgetattr(slave) == before
+    os.close(master)
+
+
 def test_run_without_a_terminal_returns_when_the_stream_ends_and_prints_the_transcript():
     stop, pipeline = threading.Event(), _Pipeline()
     out = io.StringIO()

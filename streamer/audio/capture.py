@@ -79,36 +79,39 @@ class NativeStderrFilter:
     """PortAudio's ALSA host API and alsa-lib print C-level diagnostics straight to file descriptor 2 when a
     device fails ("Expression '...' failed in 'src/hostapi/alsa/pa_linux_alsa.c'", "ALSA lib ..."), which
     would break the rule that an error is one line. While capturing, fd 2 goes through a pipe: those lines go
-    to the debug log, every other line is passed on unchanged (Python's own stderr included)."""
+    to the debug log (--debug shows them), every other line is passed on unchanged (Python's stderr too)."""
 
-    NOISE = ("Expression '", "ALSA lib ", "PaAlsa")
+    NOISE = (b"Expression '", b"ALSA lib ")
 
     def __init__(self) -> None:
-        self._saved: int | None = None
+        self._saved: int | None = None  # the real stderr, restored by stop()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self._saved is not None:
+            return
         try:
             sys.stderr.flush()
-            self._saved = os.dup(2)
-            read_end, write_end = os.pipe()
-            os.dup2(write_end, 2)
-            os.close(write_end)
-        except (OSError, ValueError, AttributeError):  # no fd 2 (embedded, closed stderr): leave it alone
-            self._saved = None
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no usable fd 2 (closed or embedded): leave it alone
             return
-        self._thread = threading.Thread(target=self._forward, args=(read_end, self._saved), name="stderr-filter",
+        read_end, write_end = os.pipe()
+        target = os.dup(saved)  # the forwarder's own copy: it may outlive stop() if a child holds the pipe
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._saved = saved
+        self._thread = threading.Thread(target=self._forward, args=(read_end, target), name="stderr-filter",
                                         daemon=True)
         self._thread.start()
 
     def _forward(self, read_end: int, target: int) -> None:
-        with os.fdopen(read_end, "rb") as pipe:
+        with os.fdopen(read_end, "rb") as pipe, os.fdopen(target, "wb", buffering=0) as out:
             for line in pipe:
-                if line.lstrip().startswith(tuple(n.encode() for n in self.NOISE)):
+                if line.lstrip().startswith(self.NOISE):
                     log.debug("PortAudio: %s", line.decode(errors="replace").rstrip())
                     continue
                 try:
-                    os.write(target, line)
+                    out.write(line)
                 except OSError:
                     pass
 
@@ -119,11 +122,11 @@ class NativeStderrFilter:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
-        os.dup2(self._saved, 2)  # closes the pipe's write end: the forwarder drains it and ends
-        if self._thread is not None:
-            self._thread.join(1.0)
+        os.dup2(self._saved, 2)  # closes the pipe's last write end here: the forwarder drains it and ends
         os.close(self._saved)
         self._saved = None
+        if self._thread is not None:
+            self._thread.join(1.0)
 
 
 @dataclass(frozen=True)

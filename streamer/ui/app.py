@@ -64,7 +64,9 @@ class KeyReader:
         if not ready:
             return ""
         data = os.read(self.fd, 64)
-        return data.decode("utf-8", "replace") if data else ""
+        if data.startswith(b"\x1b"):  # arrow keys and other escape sequences ("\x1b[C") are not commands
+            return ""
+        return data.decode("utf-8", "replace")
 
 
 class CaptionUI:

@@ -129,18 +129,12 @@ class CaptionScreen:
 
         warnings = [Text.assemble(("⚠ " + w, STYLE_WARNING)) for w in s.warnings]
         rule = [Text("─" * width, style="dim")]
-        # Full layout first; where the terminal is too small for it and MIN_BODY_LINES of captions, the header
-        # and the warnings shrink to one line each and the key help goes.
-        for compact in (False, True):
-            top = one_line(header(s)) if compact else packed(header(s))
-            if compact:
-                bottom = rule + wrap(meter(s, width))[:1] + one_line(footer(s))
-                bottom += one_line(warnings) if warnings else []
-            else:
-                bottom = rule + wrap(meter(s, width)) + packed(footer(s))
-                bottom += [line for w in warnings for line in wrap(w)] + packed(keys(s))
-            if height - len(top) - len(bottom) >= MIN_BODY_LINES:
-                break
+        top = packed(header(s))
+        bottom = rule + wrap(meter(s, width)) + packed(footer(s)) + [x for w in warnings for x in wrap(w)]
+        bottom += packed(keys(s))
+        if height - len(top) - len(bottom) < MIN_BODY_LINES:  # small terminal: one line each, no key help
+            top = one_line(header(s))
+            bottom = rule + wrap(meter(s, width))[:1] + one_line(footer(s)) + (one_line(warnings) if warnings else [])
         body_height = max(0, height - len(top) - len(bottom))
         body: list[Text] = []
         current = current_line(s)

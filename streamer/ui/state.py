@@ -26,10 +26,8 @@ LAG_GROWING_MIN_S = 0.3
 
 @dataclass(frozen=True)
 class Caption:
-    seq: int
+    seq: int  # order of arrival, so a clear can hide what came before it
     text: str
-    start_s: float
-    end_s: float
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class LiveState:
         self._rtf_points: deque[tuple[float, float]] = deque()  # (processed_s, compute_s)
         self._lags: deque[float] = deque(maxlen=LAG_GROWING_REPORTS + 1)
         self._stats: StatsEvent | None = None
-        self._origin: float | None = None  # wall time of audio time 0, estimated (see _arrival_origin)
+        self._origin: float | None = None  # wall time of audio time 0, estimated (see _track_origin)
         self._latency: float | None = None
         self._prev_partial_end: tuple[int, float] | None = None  # (segment, tentative_until_s)
 
@@ -93,7 +91,7 @@ class LiveState:
             elif isinstance(event, FinalEvent):
                 self._committed = self._tentative = ""
                 if event.text:
-                    self._finals.append(Caption(self._finals_total, event.text, event.start_s, event.end_s))
+                    self._finals.append(Caption(self._finals_total, event.text))
                     self._finals_total += 1
             elif isinstance(event, VadEvent):
                 self._speech = event.speech

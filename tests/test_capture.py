@@ -358,10 +358,11 @@ def test_device_lost_mid_stream_keeps_the_transcript(tmp_path, utterances_wav, t
     try:
         s = Streamer("--no-tui", "--output", out_txt, "--model", tiny_model, env=mic.env)
         s.wait_for_line("streamer: listening on ")
-        mic.play(utterances_wav)
+        player = mic.play(utterances_wav, wait=False)
         wait_until(lambda: out_txt.exists() and out_txt.read_text().strip(), 20, "a caption in out.txt")
         written = out_txt.read_text()
-        mic.kill()
+        mic.kill()  # mid-clip: the first sentence is captioned, the rest is still playing
+        player.wait(10)
         rc, stdout, stderr = s.finish()
     finally:
         mic.stop()

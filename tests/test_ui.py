@@ -36,6 +36,12 @@ def screen(state: LiveState, width: int, height: int) -> list[str]:
     return [line.rstrip() for line in lines[:-1]]
 
 
+def screen_at(state: LiveState, width: int, height: int, now_s: float) -> list[str]:
+    console = Console(file=io.StringIO(), record=True, width=width, height=height, color_system=None)
+    console.print(render(state.snapshot(now_s)))
+    return [line.rstrip() for line in console.export_text().split("\n")[:-1]]
+
+
 def body(lines: list[str]) -> list[str]:
     """The caption area: between the header and the rule, blank lines dropped."""
     rule = next(i for i, line in enumerate(lines) if line.startswith("───"))
@@ -132,6 +138,19 @@ def test_states_paused_waiting_and_warnings():
     assert "dropped 4800" in text and "audio dropped: 0.30 s" in text and "input overflows: 3" in text
 
 
+def test_notices_show_for_a_while_then_go():
+    from streamer.ui.state import NOTICE_SHOW_S
+
+    state = LiveState(MODEL, MIC)
+    talk(state)
+    state.notice("command: browser matched 'open browser' (score 96)", 2000.0)
+    lines = screen_at(state, 60, 14, now_s=2001.0)
+    rule = next(i for i, line in enumerate(lines) if line.startswith("───"))
+    assert lines[rule - 1] == "» command: browser matched 'open browser' (score 96)"
+    assert "command:" not in " ".join(screen_at(state, 60, 14, now_s=2000.0 + NOTICE_SHOW_S + 0.1))
+    assert state.all_notices() == ["command: browser matched 'open browser' (score 96)"]
+
+
 # -- the state -------------------------------------------------------------------------------------------------
 def test_rtf_is_measured_over_recent_audio_and_warns_when_behind():
     state = LiveState(MODEL, MIC)
@@ -223,19 +242,23 @@ def test_key_reader_on_a_pty():
     os.close(master)
 
 
-def test_run_without_a_terminal_returns_when_the_stream_ends_and_prints_the_transcript():
+def test_run_without_a_terminal_returns_when_the_stream_ends_and_prints_the_transcript(capsys):
     stop, pipeline = threading.Event(), _Pipeline()
     out = io.StringIO()
     console = Console(file=out, width=60, height=10, color_system=None)
     ui = CaptionUI(MODEL, MIC, stop, pipeline, console=console)
     ui.handle(FinalEvent(1.0, 1001.0, 0, "first caption", (), 0.0, 1.0))
     ui.handle(FinalEvent(2.0, 1002.0, 1, "second caption", (), 1.0, 2.0))
+    ui.notify("command: lights matched 'turn off the lights' (score 91)")
     threading.Timer(0.3, pipeline.finished.set).start()
     t = time.monotonic()
     ui.run()  # stdin is not a terminal under pytest: no keys, no termios
     assert time.monotonic() - t < 5
     assert stop.is_set()
     assert out.getvalue().splitlines()[-2:] == ["first caption", "second caption"]
+    assert capsys.readouterr().err == "command: lights matched 'turn off the lights' (score 91)\n"
+    ui.notify("command: late")  # after the screen closed: straight to stderr
+    assert capsys.readouterr().err == "command: late\n"
 
 
 # -- the real program in a real terminal ---------------------------------------------------------------------

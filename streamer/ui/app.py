@@ -3,6 +3,7 @@ steady rate; the main thread reads keys. The worker only calls `handle()`, which
 
 Threads and who owns what:
 - worker thread: `CaptionUI.handle(event)` -> `LiveState.apply` (under the state's lock);
+- desktop-output thread: `CaptionUI.notify(message)` -> `LiveState.notice` (same lock);
 - Rich's refresh thread: `render(state.snapshot())`;
 - main thread: `CaptionUI.run()`: the terminal (alternate screen, cbreak mode), keys, pause/clear/quit.
 """
@@ -13,6 +14,7 @@ import os
 import select
 import sys
 import threading
+import time
 from contextlib import contextmanager
 
 from streamer.events import Event
@@ -77,14 +79,26 @@ class CaptionUI:
         self.pipeline = pipeline
         self.console = console
         self.keys = keys or KeyReader()
+        self._notice_lock = threading.Lock()
+        self._screen_closed = False
 
     # -- worker thread -------------------------------------------------------------------------------------
     def handle(self, event: Event) -> None:
         self.state.apply(event)
 
+    # -- desktop-output thread (voice commands, clipboard) --------------------------------------------------
+    def notify(self, message: str) -> None:
+        """A line that would go to stderr: shown on the screen for a while and printed after it closes (at
+        once, when the screen has already closed)."""
+        with self._notice_lock:
+            if not self._screen_closed:
+                self.state.notice(message, time.time())
+                return
+        print(message, file=sys.stderr, flush=True)
+
     # -- main thread ---------------------------------------------------------------------------------------
     def renderable(self):
-        return render(self.state.snapshot())
+        return render(self.state.snapshot(time.time()))
 
     def press(self, key: str) -> None:
         key = key.lower()
@@ -127,3 +141,8 @@ class CaptionUI:
             console.print(f"[dim]({let_go} earlier captions are not shown; --output PATH keeps everything)[/dim]")
         for text in texts:
             console.print(text, markup=False, highlight=False, soft_wrap=True)
+        with self._notice_lock:
+            self._screen_closed = True
+            notices = self.state.all_notices()
+        for message in notices:
+            print(message, file=sys.stderr, flush=True)

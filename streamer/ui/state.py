@@ -22,6 +22,11 @@ LAG_WARN_S = 1.0
 #: ... or when the lag has grown in this many stats reports in a row (and is above LAG_GROWING_MIN_S).
 LAG_GROWING_REPORTS = 4
 LAG_GROWING_MIN_S = 0.3
+#: Notices from the desktop outputs (voice commands, clipboard): shown this long, at most this many at once;
+#: all of them (up to NOTICES_KEPT) are printed again after the screen closes.
+NOTICE_SHOW_S = 8.0
+NOTICE_LINES = 2
+NOTICES_KEPT = 200
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Snapshot:
     input_overflows: int
     processed_s: float
     warnings: tuple[str, ...]
+    notices: tuple[str, ...] = ()
 
     @property
     def dropped_s(self) -> float:
@@ -77,6 +83,7 @@ class LiveState:
         self._origin: float | None = None  # wall time of audio time 0, estimated (see _track_origin)
         self._latency: float | None = None
         self._prev_partial_end: tuple[int, float] | None = None  # (segment, tentative_until_s)
+        self._notices: deque[tuple[float, str]] = deque(maxlen=NOTICES_KEPT)  # (wall time, message)
 
     # -- worker thread -------------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -121,6 +128,15 @@ class LiveState:
         if self._origin is None or origin < self._origin:
             self._origin = origin
 
+    # -- desktop-output thread -----------------------------------------------------------------------------
+    def notice(self, message: str, wall_time_s: float) -> None:
+        with self._lock:
+            self._notices.append((wall_time_s, message))
+
+    def all_notices(self) -> list[str]:
+        with self._lock:
+            return [m for _, m in self._notices]
+
     # -- UI thread -----------------------------------------------------------------------------------------
     def set_paused(self, paused: bool) -> None:
         with self._lock:
@@ -137,8 +153,10 @@ class LiveState:
         with self._lock:
             return [c.text for c in self._finals], self._finals_total - len(self._finals)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, now_s: float | None = None) -> Snapshot:
+        """`now_s` (wall clock) picks the notices still shown; None shows the latest ones."""
         with self._lock:
+            recent = [m for t, m in self._notices if now_s is None or now_s - t < NOTICE_SHOW_S]
             s = self._stats
             rtf = self._recent_rtf()
             return Snapshot(
@@ -150,6 +168,7 @@ class LiveState:
                 rtf=rtf, latency_s=self._latency, lag_s=s.lag_s if s else 0.0,
                 dropped_samples=s.dropped_samples if s else 0, input_overflows=s.input_overflows if s else 0,
                 processed_s=s.processed_s if s else 0.0, warnings=self._warnings(rtf, s),
+                notices=tuple(recent[-NOTICE_LINES:]),
             )
 
     def _recent_rtf(self) -> float:

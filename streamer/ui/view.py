@@ -3,6 +3,7 @@
     ┌ header: streamer · model (device, dtype) · mic: NAME @ 48000 Hz
     │ finished captions, the newest at the bottom, older ones scrolled off the top
     │ the current line: committed text, then the tentative tail dimmed
+    │ notices from the desktop outputs (voice commands), for a few seconds
     ├ ───────
     │ VAD state and the input level meter
     │ RTF · latency · lag · dropped
@@ -28,6 +29,7 @@ SEP = " · "
 STYLE_HEADER = "bold reverse"
 STYLE_TENTATIVE = "dim italic"
 STYLE_WARNING = "bold yellow"
+STYLE_NOTICE = "cyan"
 
 
 def render(snapshot: Snapshot) -> "CaptionScreen":
@@ -128,13 +130,15 @@ class CaptionScreen:
             return [line]
 
         warnings = [Text.assemble(("⚠ " + w, STYLE_WARNING)) for w in s.warnings]
+        notices = [Text.assemble(("» " + n, STYLE_NOTICE)) for n in s.notices]
         rule = [Text("─" * width, style="dim")]
         top = packed(header(s))
-        bottom = rule + wrap(meter(s, width)) + packed(footer(s)) + [x for w in warnings for x in wrap(w)]
-        bottom += packed(keys(s))
+        bottom = [x for n in notices for x in wrap(n)] + rule + wrap(meter(s, width)) + packed(footer(s))
+        bottom += [x for w in warnings for x in wrap(w)] + packed(keys(s))
         if height - len(top) - len(bottom) < MIN_BODY_LINES:  # small terminal: one line each, no key help
             top = one_line(header(s))
-            bottom = rule + wrap(meter(s, width))[:1] + one_line(footer(s)) + (one_line(warnings) if warnings else [])
+            bottom = one_line(notices[-1:]) if notices else []
+            bottom += rule + wrap(meter(s, width))[:1] + one_line(footer(s)) + (one_line(warnings) if warnings else [])
         body_height = max(0, height - len(top) - len(bottom))
         body: list[Text] = []
         current = current_line(s)

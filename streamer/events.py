@@ -67,7 +67,9 @@ class VadEvent(Event):
 
 @dataclass(frozen=True)
 class PartialEvent(Event):
-    """The current line: committed text (final for this segment) and the tentative tail (may change)."""
+    """The current line: committed text (final for this segment) and the tentative tail (may change).
+    `tentative_text` is appended verbatim: it starts with a space when it begins a new word and without one
+    when it continues the last committed word."""
 
     segment_id: int
     committed_text: str
@@ -78,7 +80,7 @@ class PartialEvent(Event):
 
     @property
     def text(self) -> str:
-        return " ".join(t for t in (self.committed_text, self.tentative_text) if t)
+        return (self.committed_text + self.tentative_text).strip()
 
 
 @dataclass(frozen=True)

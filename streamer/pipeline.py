@@ -168,10 +168,8 @@ class Pipeline:
                     if now - self._last_stats >= STATS_INTERVAL_S:
                         self._last_stats = now
                         self.publish([self.recognizer.stats()])
-                elif self.ring.closed or self.stop.is_set():
-                    if self.ring.closed and self.ring.unread():
-                        continue
-                    break
+                elif self.ring.closed and not self.ring.unread():
+                    break  # every source closes the ring when it stops: all captured audio was processed
             self.publish(self.recognizer.finish())
         except BaseException as exc:
             self.error = exc

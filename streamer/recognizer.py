@@ -216,12 +216,16 @@ class Recognizer:
         )]
 
     def _tentative_text(self, tentative) -> str:
+        """What the tentative tokens add to the committed text, verbatim: it starts with a space when it
+        begins a new word and without one when it continues the last committed word, so committed_text +
+        tentative_text is the whole current line."""
         if not tentative:
             return ""
         committed = self.decoder.text(self.stitcher.tokens)
         whole = self.decoder.text(list(self.stitcher.tokens) + list(tentative))
-        # The tentative tail may continue the last committed word; show what it adds.
-        return whole[len(committed):].lstrip() if whole.startswith(committed) else whole
+        if not committed:
+            return whole
+        return whole[len(committed):] if whole.startswith(committed) else " " + whole
 
     def _maybe_force_split(self, seg: _Segment) -> list[Event]:
         """Finalise a very long utterance in pieces at a word boundary; nothing is recomputed or lost."""

@@ -115,3 +115,19 @@ def test_no_model_work_during_silence():
         rec.feed(AudioChunk(i, silence[i : i + 320], 16000))
     rec.finish()
     assert model.calls == 0
+
+
+def test_tentative_text_continues_or_starts_a_word():
+    from streamer.stitching import TokenSpan
+
+    model = LocalModel()
+    rec = Recognizer(model, Config())
+    voc = model.vocabulary.tokens
+    tid = {t: i for i, t in enumerate(voc)}
+    rec.stitcher.tokens = [TokenSpan(tid[c], i, i) for i, c in enumerate("HI|TH")]
+    cont = rec._tentative_text([TokenSpan(tid["E"], 9, 9), TokenSpan(tid["|"], 10, 10), TokenSpan(tid["A"], 11, 11)])
+    assert cont == "E A"  # continues "TH" -> "THE", then a new word
+    new = rec._tentative_text([TokenSpan(tid["|"], 9, 9), TokenSpan(tid["A"], 10, 10)])
+    assert new == " A"
+    event = PartialEvent(0, 0, 0, "HI TH", cont, 0, 0)
+    assert event.text == "HI THE A"

@@ -52,7 +52,7 @@ def talk(state: LiveState, t0: float = 1000.0) -> None:
     """One finished utterance and a second one under way, as the pipeline would report them."""
     state.apply(LevelEvent(0.05, t0 + 0.05, -30.0, -20.0))
     state.apply(VadEvent(0.3, t0 + 0.3, True, 0))
-    state.apply(PartialEvent(0.9, t0 + 0.95, 0, "open the", "do", 0.54, 0.86))
+    state.apply(PartialEvent(0.9, t0 + 0.95, 0, "open the", " do", 0.54, 0.86))
     state.apply(FinalEvent(2.0, t0 + 2.05, 0, "open the door", (), 0.0, 1.5))
     state.apply(VadEvent(2.0, t0 + 2.05, False, 0))
     state.apply(VadEvent(2.4, t0 + 2.45, True, 1))
@@ -64,7 +64,7 @@ def talk(state: LiveState, t0: float = 1000.0) -> None:
 def test_golden_screen_40_columns():
     state = LiveState(MODEL, MIC)
     talk(state)
-    state.apply(PartialEvent(3.2, 1003.25, 1, "the weather", "is ni", 2.84, 3.16))
+    state.apply(PartialEvent(3.2, 1003.25, 1, "the weather", " is ni", 2.84, 3.16))
     assert screen(state, 40, 12) == [
         " streamer",
         "demo (6.9 M params, cpu, float32)",
@@ -88,7 +88,7 @@ def test_layout_fits_the_terminal(width, height):
     for i in range(40):
         state.apply(FinalEvent(4.0 + i, 1004.0 + i, 2 + i, f"caption number {i} with several words in it", (),
                                3.0 + i, 3.9 + i))
-    state.apply(PartialEvent(50.0, 1050.0, 99, "still talking", "here", 49.0, 49.3))
+    state.apply(PartialEvent(50.0, 1050.0, 99, "still talking", " here", 49.0, 49.3))
     state.apply(StatsEvent(50.0, 1050.0, 0.95, 35.0, 1.6, 3200, 2, 50.0))
     lines = screen(state, width, height)
     assert len(lines) == height and all(len(line) <= width for line in lines)
@@ -104,9 +104,9 @@ def test_layout_fits_the_terminal(width, height):
 def test_tentative_tail_is_replaced_then_finalised():
     state = LiveState(MODEL, MIC)
     talk(state)
-    state.apply(PartialEvent(3.2, 1003.25, 1, "the weather", "is ni", 2.84, 3.16))
+    state.apply(PartialEvent(3.2, 1003.25, 1, "the weather", " is ni", 2.84, 3.16))
     assert body(screen(state, 80, 14)) == ["open the door", "› the weather is ni"]
-    state.apply(PartialEvent(3.5, 1003.5, 1, "the weather is", "nice to", 3.08, 3.4))
+    state.apply(PartialEvent(3.5, 1003.5, 1, "the weather is", " nice to", 3.08, 3.4))
     assert body(screen(state, 80, 14)) == ["open the door", "› the weather is nice to"]
     state.apply(FinalEvent(4.5, 1004.5, 1, "the weather is nice today", (), 2.4, 4.0))
     assert body(screen(state, 80, 14)) == ["open the door", "the weather is nice today"]
@@ -114,7 +114,7 @@ def test_tentative_tail_is_replaced_then_finalised():
 
 def test_tentative_text_is_dimmed_committed_is_not():
     state = LiveState(MODEL, MIC)
-    state.apply(PartialEvent(1.0, 1001.0, 0, "committed words", "tentative tail", 0.5, 0.8))
+    state.apply(PartialEvent(1.0, 1001.0, 0, "committed words", " tentative tail", 0.5, 0.8))
     console = Console(file=io.StringIO(), width=60, height=8, color_system="standard", force_terminal=True)
     console.print(render(state.snapshot()))
     out = console.file.getvalue()
@@ -178,9 +178,9 @@ def test_latency_is_the_age_of_newly_shown_audio():
     state = LiveState(MODEL, MIC)
     t0 = 5000.0  # audio time 0 arrived at t0
     state.apply(LevelEvent(0.02, t0 + 0.02, -30, -20))  # caught up: fixes the origin
-    state.apply(PartialEvent(1.0, t0 + 1.05, 0, "a", "b", 0.68, 1.0))
+    state.apply(PartialEvent(1.0, t0 + 1.05, 0, "a", " b", 0.68, 1.0))
     assert state.snapshot().latency_s is None  # the first partial of a segment: no previous edge
-    state.apply(PartialEvent(1.24, t0 + 1.30, 0, "a b", "c", 0.92, 1.24))
+    state.apply(PartialEvent(1.24, t0 + 1.30, 0, "a b", " c", 0.92, 1.24))
     # newly shown audio 1.00..1.24 s (mid 1.12 s) shown at 1.30 s
     assert state.snapshot().latency_s == pytest.approx(0.18)
 

@@ -103,7 +103,7 @@ def current_line(s: Snapshot) -> Text | None:
         return None
     line = Text.assemble(("› ", "bold"), s.committed)
     if s.tentative:
-        line.append((" " if s.committed else "") + s.tentative, style=STYLE_TENTATIVE)
+        line.append(s.tentative if s.committed else s.tentative.lstrip(), style=STYLE_TENTATIVE)
     return line
 
 

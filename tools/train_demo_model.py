@@ -145,6 +145,8 @@ def save_folder(model, out: Path, info: dict, fp16: bool = False):
         m = copy.deepcopy(model).to("cpu").half()
     else:
         m = copy_to_cpu_fp32(model)
+    with torch.no_grad():  # ids 1-3 (<s>, </s>, <unk>) never occur in training targets: never emit them
+        m.lm_head.bias[1:4] = -30.0
     m.save_pretrained(str(tmp), safe_serialization=True)
     if fp16:  # load back as float32 by default
         cfg = json.loads((tmp / "config.json").read_text())
@@ -356,7 +358,20 @@ def main(argv=None):
     ap.add_argument("--eval-every-min", type=float, default=2.0)
     ap.add_argument("--dev-per-group", type=int, default=48)
     ap.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--init-from", default="", help="start from this HF folder instead of random weights")
+    ap.add_argument("--bundle", nargs=2, metavar=("SRC", "DST"),
+                    help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
+    ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
     args = ap.parse_args(argv)
+
+    if args.bundle:
+        from transformers import Wav2Vec2ForCTC
+        src, dst = args.bundle
+        info_path = Path(src) / "training_info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        save_folder(Wav2Vec2ForCTC.from_pretrained(src), Path(dst), info, fp16=not args.bundle_fp32)
+        print(f"wrote {dst}")
+        return
 
     t_start = time.time()
     random.seed(args.seed)
@@ -423,7 +438,14 @@ def main(argv=None):
         pool.terminate()
 
     # ---- model
-    model = build_model(args).to(device)
+    prev_info = {}
+    if args.init_from:  # continue from a saved folder (new optimizer state and LR schedule)
+        from transformers import Wav2Vec2ForCTC
+        model = Wav2Vec2ForCTC.from_pretrained(args.init_from).float().to(device)
+        pi = Path(args.init_from) / "training_info.json"
+        prev_info = json.loads(pi.read_text()) if pi.exists() else {}
+    else:
+        model = build_model(args).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr_peak, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
@@ -436,6 +458,8 @@ def main(argv=None):
             "cpu_count": os.cpu_count(), "torch": torch.__version__}
     import transformers
     info["transformers"] = transformers.__version__
+    if prev_info:
+        info["previous_phase"] = prev_info
     out = Path(args.out)
     ckpt = out.with_name(out.name + "_latest")
 

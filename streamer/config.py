@@ -97,12 +97,28 @@ class ModelConfig:
     threads: int = 0
     #: Reuse convolutional features across overlapping windows where that is exact (layer-norm encoders).
     reuse_features: bool = True
+    #: Also reuse them where it is only approximate: a group-norm first conv layer normalises each channel
+    #: over the whole window, so a frame computed in an earlier window differs slightly (BENCHMARKS.md).
+    reuse_approximate: bool = False
+    #: Where input normalisation statistics come from while features are reused: "window" (the processor's
+    #: zero-mean unit-variance over the current window) or "utterance" (running statistics of the audio
+    #: seen since the utterance began, which approach the offline decode's whole-utterance statistics).
+    norm_stats: str = "window"
+    #: Cached features stay valid while the statistics they were computed with are within this relative
+    #: drift of the current ones; beyond it the window is recomputed from scratch with current statistics.
+    #: 0 means every window uses its own statistics exactly (no reuse on models whose features depend on
+    #: them: layer-norm encoders with a conv bias).
+    norm_tolerance: float = 0.1
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must not be negative, not {self.threads}")
+        if self.norm_stats not in ("window", "utterance"):
+            raise ConfigError(f"norm_stats must be window or utterance, not {self.norm_stats!r}")
+        if self.norm_tolerance < 0:
+            raise ConfigError(f"norm_tolerance must not be negative, not {self.norm_tolerance}")
 
 
 @dataclass(frozen=True)

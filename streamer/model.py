@@ -144,10 +144,127 @@ def _check_ctc_head(config, where: str) -> None:
         )
 
 
-class CTCModel:
-    """A loaded CTC model: frames of logits for windows of 16 kHz audio."""
+def _reusing_encoder(inner, stride_samples: int):
+    """Wrap a model's convolutional feature encoder so that frames already computed for the previous
+    window are prepended and only the audio of the new frames goes through the convolutions. Before a
+    forward pass set `.cached` to a tensor [batch, channels, k] holding the window's first k frames (None:
+    a plain pass); after it `.last_output` holds all the window's frames."""
+    import torch
 
-    def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool) -> None:
+    class ReusingFeatureEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+            self.stride_samples = stride_samples
+            self.cached = None
+            self.last_output = None
+
+        def forward(self, input_values):
+            cached, self.cached = self.cached, None
+            if cached is None or cached.shape[-1] == 0:
+                out = self.inner(input_values)
+            else:
+                rest = input_values[..., cached.shape[-1] * self.stride_samples:]
+                out = torch.cat([cached, self.inner(rest)], dim=-1)
+            self.last_output = out
+            return out
+
+    return ReusingFeatureEncoder()
+
+
+def feature_encoder_is_local(encoder) -> bool:
+    """True when every output frame of the conv feature encoder depends only on the samples in its
+    receptive field: no padding, and no normalisation across time (GroupNorm/BatchNorm)."""
+    import torch
+
+    for module in encoder.modules():
+        if isinstance(module, (torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)):
+            return False
+        if isinstance(module, torch.nn.Conv1d) and any(p != 0 for p in module.padding):
+            return False
+    return True
+
+
+def _first_conv_has_bias(encoder) -> bool:
+    import torch
+
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Conv1d):
+            return module.bias is not None
+    return False
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Zero-mean unit-variance statistics an input window was normalised with."""
+
+    mean: float
+    std: float
+
+    def drift(self, other: "NormStats") -> float:
+        """Relative change from self to other (of the scale, and of the mean in units of the scale)."""
+        return max(abs(other.std / self.std - 1.0), abs(other.mean - self.mean) / self.std)
+
+
+@dataclass
+class ReuseCounters:
+    """What feature reuse did so far (read by the benchmark)."""
+
+    windows: int = 0
+    frames_total: int = 0
+    frames_reused: int = 0
+    restarts: int = 0  # windows recomputed from scratch because the statistics drifted
+
+    @property
+    def reused_share(self) -> float:
+        return self.frames_reused / self.frames_total if self.frames_total else 0.0
+
+
+class _Utterance:
+    """State of a run of overlapping windows (one utterance): running sums of its audio, the statistics in
+    use, and the cached conv features of the last window. Owned by the thread that calls CTCModel.logits."""
+
+    def __init__(self, start_sample: int, audio: np.ndarray) -> None:
+        a = audio.astype(np.float64)
+        self.n, self.s1, self.s2 = len(a), float(a.sum()), float(np.dot(a, a))
+        self.start_sample = start_sample
+        self.end_sample = start_sample + len(audio)
+        self.stats: NormStats | None = None
+        self.features = None  # tensor [1, channels, frames] of the last window
+        self.first_frame = 0
+
+    def extend(self, start_sample: int, audio: np.ndarray) -> None:
+        end = start_sample + len(audio)
+        if end > self.end_sample:
+            new = audio[self.end_sample - start_sample:].astype(np.float64)
+            self.n += len(new)
+            self.s1 += float(new.sum())
+            self.s2 += float(np.dot(new, new))
+            self.end_sample = end
+        self.start_sample = start_sample
+
+    def running_stats(self) -> NormStats:
+        mean = self.s1 / self.n
+        var = max(self.s2 / self.n - mean * mean, 0.0)
+        return NormStats(mean, float(np.sqrt(var + NORM_EPS)))
+
+
+class CTCModel:
+    """A loaded CTC model: frames of logits for windows of 16 kHz audio.
+
+    Feature reuse (`ModelConfig.reuse_features`): overlapping windows of one utterance share most of their
+    audio, and where the conv feature encoder is local (layer-norm encoders: frame k depends only on samples
+    [320k, 320k + 400) of the normalised input) the frames of the previous window are exact for the new one,
+    provided the input was normalised with the same statistics. So windows are normalised with statistics
+    that are held while they stay within `norm_tolerance` of the current ones (the window's own, or the
+    running utterance statistics, `norm_stats`); when they drift further, the window is recomputed from
+    scratch with current statistics. Given the statistics in use, reused logits equal a full forward pass
+    (tests/test_feature_reuse.py). Group-norm encoders (wav2vec2-base) normalise each channel over the
+    whole window: there reuse is approximate and only on with `reuse_approximate`; input statistics do not
+    matter there at all (the group norm removes any per-window offset and scale of the input)."""
+
+    def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool,
+                 config: ModelConfig | None = None) -> None:
         import torch
 
         self.model = model
@@ -170,33 +287,122 @@ class CTCModel:
         self.parameters = sum(p.numel() for p in model.parameters())
         self._torch = torch
         self.compute_s_total = 0.0
+        self.config = config or ModelConfig(name=name)
+        self.counters = ReuseCounters()
+        #: The statistics the last window was normalised with (None: its own, as the processor does).
+        self.last_stats: NormStats | None = None
+        self._utterance: _Utterance | None = None
+        self._encoder = None
+        base = getattr(model, "base_model", None)
+        inner = getattr(base, "feature_extractor", None)
+        self.feature_encoder_local = inner is not None and feature_encoder_is_local(inner)
+        #: Do the conv features depend on the input statistics? Not behind a group norm (it removes any
+        #: offset and scale per channel), nor without normalisation; yes behind a layer norm after a conv
+        #: with a bias (the bias is added before the per-frame norm).
+        self.features_depend_on_stats = (self.do_normalize and self.feature_encoder_local
+                                         and inner is not None and _first_conv_has_bias(inner))
+        if inner is not None and self.config.reuse_features and (self.feature_encoder_local or self.config.reuse_approximate):
+            self._encoder = _reusing_encoder(inner, self.geometry.stride_samples)
+            base.feature_extractor = self._encoder
+        self.reuse_mode = "off" if self._encoder is None else "exact" if self.feature_encoder_local else "approximate"
 
     @property
     def description(self) -> str:
         kind = "int8" if self.quantized else str(self.dtype).replace("torch.", "")
         return f"{self.name} ({self.parameters / 1e6:.1f} M params, {self.device}, {kind})"
 
-    def normalize(self, audio: np.ndarray) -> np.ndarray:
-        """What the processor does to one unpadded input: zero mean, unit variance (when configured)."""
+    def normalize(self, audio: np.ndarray, stats: NormStats | None = None) -> np.ndarray:
+        """What the processor does to one unpadded input: zero mean, unit variance (when configured); with
+        `stats`, those statistics instead of the input's own."""
         audio = np.asarray(audio, dtype=np.float32)
         if not self.do_normalize:
             return audio
-        return ((audio - audio.mean()) / np.sqrt(audio.var() + NORM_EPS)).astype(np.float32)
+        if stats is None:
+            return ((audio - audio.mean()) / np.sqrt(audio.var() + NORM_EPS)).astype(np.float32)
+        return ((audio - np.float32(stats.mean)) / np.float32(stats.std)).astype(np.float32)
+
+    @staticmethod
+    def window_stats(audio: np.ndarray) -> NormStats:
+        a = np.asarray(audio, dtype=np.float32)
+        return NormStats(float(a.mean()), float(np.sqrt(a.var() + NORM_EPS)))
+
+    def reset(self) -> None:
+        """Forget cached features and statistics (the next window starts a new utterance)."""
+        self._utterance = None
 
     def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
         """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio starting at absolute sample
-        `start_sample` (unused until feature reuse across windows)."""
-        torch = self._torch
+        `start_sample` (a multiple of the stride). Windows of one utterance overlap; with a start sample,
+        conv features of the previous window are reused where that is allowed (see the class notes)."""
         t0 = time.perf_counter()
-        x = torch.from_numpy(self.normalize(audio))[None].to(self.device)
+        audio = np.asarray(audio, dtype=np.float32)
+        if self._encoder is None or start_sample is None:
+            self.last_stats = None
+            out = self._forward(self.normalize(audio))
+            if self._encoder is not None:
+                self._encoder.last_output = None
+        else:
+            out = self._reusing_logits(audio, start_sample)
+        self.compute_s_total += time.perf_counter() - t0
+        return out
+
+    def _forward(self, x: np.ndarray, cached=None) -> np.ndarray:
+        torch = self._torch
+        xt = torch.from_numpy(x)[None].to(self.device)
         if self.dtype != torch.float32:
-            x = x.to(self.dtype)
+            xt = xt.to(self.dtype)
         kwargs = {}
         if self.use_attention_mask:
-            kwargs["attention_mask"] = torch.ones(x.shape, dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            out = self.model(x, **kwargs).logits[0].float().cpu().numpy()
-        self.compute_s_total += time.perf_counter() - t0
+            kwargs["attention_mask"] = torch.ones(xt.shape, dtype=torch.long, device=self.device)
+        if self._encoder is not None:
+            self._encoder.cached = cached
+        try:
+            with torch.inference_mode():
+                return self.model(xt, **kwargs).logits[0].float().cpu().numpy()
+        finally:
+            if self._encoder is not None:
+                self._encoder.cached = None
+
+    def _reusing_logits(self, audio: np.ndarray, start_sample: int) -> np.ndarray:
+        g = self.geometry
+        if start_sample % g.stride_samples:
+            raise ValueError(f"window start {start_sample} is not on the {g.stride_samples}-sample frame grid")
+        first_frame = start_sample // g.stride_samples
+        n_frames = g.frames_in(len(audio))
+        utt = self._utterance
+        if utt is not None and utt.start_sample <= start_sample <= utt.end_sample:
+            utt.extend(start_sample, audio)
+        else:
+            utt = self._utterance = _Utterance(start_sample, audio)
+        if not self.features_depend_on_stats:
+            stats = None  # per-window normalisation: the features do not depend on it
+        else:
+            current = utt.running_stats() if self.config.norm_stats == "utterance" else self.window_stats(audio)
+            if utt.stats is None or utt.stats.drift(current) > self.config.norm_tolerance:
+                if utt.stats is not None and utt.features is not None:
+                    self.counters.restarts += 1
+                utt.stats = current
+                utt.features = None
+            stats = utt.stats
+        self.last_stats = stats
+        cached = None
+        reused = 0
+        if utt.features is not None:
+            have_end = utt.first_frame + utt.features.shape[-1]
+            if utt.first_frame <= first_frame < have_end:
+                reused = min(have_end - first_frame, n_frames)
+                offset = first_frame - utt.first_frame
+                cached = utt.features[..., offset:offset + reused]
+        if reused == n_frames and n_frames > 0:
+            reused = n_frames - 1  # always run the convolutions on at least one frame (keeps shapes simple)
+            cached = cached[..., :reused]
+        out = self._forward(self.normalize(audio, stats), cached)
+        utt.features = self._encoder.last_output
+        self._encoder.last_output = None
+        utt.first_frame = first_frame
+        self.counters.windows += 1
+        self.counters.frames_total += n_frames
+        self.counters.frames_reused += reused
         return out
 
     def warmup(self) -> float:
@@ -281,7 +487,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
             quantized = True
     else:
         model = model.to(device=device, dtype=dtype)
-    ctc = CTCModel(model, processor, config.name, device, dtype, quantized)
+    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config)
     if warmup:
         ctc.warmup()
     return ctc

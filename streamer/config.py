@@ -91,6 +91,8 @@ class ModelConfig:
     name: str = DEFAULT_MODEL
     #: auto picks CUDA (fp16) when present, else CPU (fp32).
     device: str = "auto"
+    #: Weights and activations: auto is float16 on CUDA and float32 on CPU; float16 / bfloat16 on request.
+    dtype: str = "auto"
     #: int8 dynamic quantisation of the linear layers on CPU (faster, slightly different output).
     quantize: bool = False
     #: torch intra-op threads on CPU; 0 leaves torch's default.
@@ -115,6 +117,8 @@ class ModelConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must not be negative, not {self.threads}")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ConfigError(f"dtype must be auto, float32, float16 or bfloat16, not {self.dtype!r}")
         if self.norm_stats not in ("window", "utterance"):
             raise ConfigError(f"norm_stats must be window or utterance, not {self.norm_stats!r}")
         if self.norm_tolerance < 0:

@@ -427,6 +427,15 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
+def pick_dtype(requested: str, device: str):
+    """auto: float16 on CUDA, float32 on CPU; or the named dtype."""
+    import torch
+
+    if requested == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[requested]
+
+
 def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     """Load a CTC model by hub id, local folder or 'demo'. Errors are one-line ModelLoadErrors."""
     config.validate()
@@ -461,7 +470,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
         raise ModelLoadError(f"{where} has no CTC tokenizer and feature extractor",
                              "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
-    dtype = torch.float16 if device == "cuda" else torch.float32
+    dtype = pick_dtype(config.dtype, device)
     try:
         model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True)
     except OSError as exc:
@@ -482,10 +491,14 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if device == "cpu":
         if config.threads:
             torch.set_num_threads(config.threads)
-        if config.quantize:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        if config.quantize and dtype == torch.float32:
+            import warnings
+
+            with warnings.catch_warnings():  # torch >= 2.10 points to torchao; the eager API still works
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
             quantized = True
-    else:
+    if dtype != torch.float32 or device != "cpu":
         model = model.to(device=device, dtype=dtype)
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config)
     if warmup:

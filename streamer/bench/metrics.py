@@ -24,7 +24,7 @@ import numpy as np
 
 from streamer.config import VadConfig
 from streamer.events import FinalEvent, PartialEvent
-from streamer.vad import VadSegmenter, webrtc_classifier
+from streamer.vad import VadSegmenter, build_classifier
 from streamer.windowing import FrameGeometry
 
 
@@ -61,7 +61,7 @@ def vad_segments(audio: np.ndarray, config: VadConfig, block_samples: int, class
     from streamer.events import AudioChunk
 
     voiced: list[bool] = []
-    base = classifier or webrtc_classifier(config.aggressiveness)
+    base = classifier or build_classifier(config)
 
     def recording(frame: bytes) -> bool:
         v = base(frame)

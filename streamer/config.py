@@ -15,6 +15,10 @@ DEFAULT_MODEL = "facebook/wav2vec2-base-960h"
 #: The name that resolves to the small model trained in this repository (assets/demo_model).
 DEMO_MODEL_NAME = "demo"
 
+#: OpenMP wait policy for torch's CPU threads, set before torch is imported ("" leaves the runtime's
+#: default). To be decided by the thread study in BENCHMARKS.md.
+OMP_WAIT_POLICY = ""
+
 
 @dataclass(frozen=True)
 class VadConfig:

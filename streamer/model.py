@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from streamer.config import DEMO_MODEL_NAME, MODEL_SAMPLE_RATE, ModelConfig
+from streamer.config import DEMO_MODEL_NAME, MODEL_SAMPLE_RATE, OMP_WAIT_POLICY, ModelConfig
 from streamer.decoding import Vocabulary
 from streamer.errors import ModelLoadError, NoCTCHeadError
 from streamer.windowing import FrameGeometry
@@ -30,6 +30,20 @@ WARMUP_S = 2.0
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 #: The processor's variance floor in zero-mean unit-variance normalisation.
 NORM_EPS = 1e-7
+
+
+def _set_openmp_wait_policy() -> None:
+    """torch's OpenMP runtime reads OMP_WAIT_POLICY once, when torch is first imported, so it is set here,
+    before any import of torch (a value already in the environment wins; STREAMER_OMP_WAIT_POLICY, even
+    empty, overrides the default, for the benchmark's thread study)."""
+    import sys
+
+    policy = os.environ.get("STREAMER_OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+    if policy and "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", policy)
+
+
+_set_openmp_wait_policy()
 
 
 def demo_model_path() -> Path:

@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import streamer.model  # noqa: F401  (first: sets torch's OpenMP wait policy before anything imports torch)
 from streamer.config import Config, ModelConfig, WindowConfig
 from streamer.errors import ConfigError, StreamerError
 
@@ -51,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", action="store_true", help="also run precision / reuse / normalisation variants (unaware)")
     p.add_argument("--speed", type=_csv, default=[], metavar="MODELS", help="speed work on these models (one window at a time)")
     p.add_argument("--speed-s", type=float, default=6.0, help="seconds of speech the speed work steps through")
+    p.add_argument("--speed-variants", type=_csv, default=None, help="only these speed variants (names as in the table)")
+    p.add_argument("--threads-study", action="store_true",
+                   help="int8 step time for 1 / 2 threads x OpenMP wait policy x a busy core beside it (one process each)")
     p.add_argument("--sweep", action="store_true", help="the hop / left context / look-ahead sweep")
     p.add_argument("--full", action="store_true", help="everything, each part in its own process; writes --out and BENCHMARKS.md")
     p.add_argument("--gpu", action="store_true", help="with --full: the GPU experiments instead of the CPU ones")
+    p.add_argument("--parts", default=None, help="with --full: only these parts (comma list), then merge; none: only merge")
     p.add_argument("--out", default=None, help="results folder for --full (default benchmarks/results)")
     p.add_argument("--json", default=None, help="write the results here (default: streamer-bench.json, or OUT/cpu.json with --full)")
     p.add_argument("--markdown", default=None, help="with --full: the BENCHMARKS.md to update (default: the repository's)")
@@ -120,6 +125,12 @@ VARIANTS = [
 ]
 
 
+def _float32():
+    import torch
+
+    return torch.float32
+
+
 def part_streamer(args, config: Config) -> dict:
     """streamer in each mode, the baselines and idle CPU for one model on one clip set."""
     from streamer.bench import suite
@@ -154,6 +165,14 @@ def part_streamer(args, config: Config) -> dict:
             pending.append((r, work))
             if vctc is not ctc:
                 del vctc
+    same_precision = None
+    if ctc.quantized or ctc.dtype != _float32():  # also compare with the offline decode at streamer's precision
+        from streamer.bench.baselines import greedy_decode
+
+        same_precision = {}
+        for w in {id(w): w for _, w in pending}.values():
+            same_precision[id(w)] = {p.clip.name: greedy_decode(ctc.model, ctc.processor, p.clip.audio)
+                                     for p in w.session.placements}
     del ctc
     import gc
 
@@ -177,6 +196,10 @@ def part_streamer(args, config: Config) -> dict:
         f = fidelity([off[n] for n in names_w], [r["_texts"][n] for n in names_w])
         r.update(fidelity_cer=f["cer"], fidelity_wer=f["wer"], identical_share=f["identical_share"], utterances=f["utterances"])
         r["_offline"] = off
+        if same_precision is not None and not r.get("variant"):
+            sp = same_precision[id(w)]
+            f2 = fidelity([sp[n] for n in names_w], [r["_texts"][n] for n in names_w])
+            r.update(fidelity_cer_same_precision=f2["cer"], identical_share_same_precision=f2["identical_share"])
         results.append(r)
     # Ratios against streamer in real time (or the first mode run) on the same clips.
     ref = next((r for r in results if r["mode"] == "realtime" and not r.get("variant") and r["clips"] == args.clips),
@@ -213,6 +236,8 @@ def part_speed(args, config: Config) -> dict:
             variants = GPU_SPEED_VARIANTS
         elif key == "large":  # keep the full run short: the large model only in the variants that matter
             variants = [v for v in variants if v[0] in ("fp32", "int8", "int8+reuse", "int8+reuse 1 thread")]
+        if args.speed_variants:
+            variants = [v for v in variants if v[0] in args.speed_variants]
         _say(f"speed work on {key} ({len(variants)} variants) ...")
         rows += suite.speed_part(key, audio, config.window, variants, device=args.device)
         if args.device == "cuda":
@@ -235,7 +260,7 @@ def part_sweep(args, config: Config) -> dict:
     rows = []
     fid_ctc = suite.load(fid_key, config.model)
     suite.warm(fid_ctc, config, fid_work)
-    plain = suite.load(fid_key, ModelConfig(device=config.model.device, reuse_features=False))
+    plain = suite.load(fid_key, ModelConfig(device=config.model.device, dtype="float32", reuse_features=False))
     from streamer.bench import baselines as bl
 
     off = bl.run_baseline("offline", plain.model, plain.processor, fid_work.session, fid_work.segments, plain.geometry).texts
@@ -266,24 +291,66 @@ FULL_CPU = [
               "--baselines", "all", "--variants"]),
     ("large", ["--model", "large", "--clips", "sweep", "--modes", "realtime", "--baselines", "offline,per_segment"]),
     ("speed", ["--speed", "demo,base,large"]),
+    ("threads", ["--threads-study", "--model", "base", "--speed-s", "4"]),
     ("sweep", ["--sweep", "--model", "base", "--clips", "quick", "--modes", "simulated"]),
 ]
 FULL_GPU = [
     ("speed", ["--speed", "base,large", "--device", "cuda"]),
-    ("headline", ["--model", "base", "--device", "cuda", "--clips", "sweep", "--modes", "realtime,unaware",
+    ("headline", ["--model", "base", "--device", "cuda", "--clips", "quick", "--modes", "realtime,unaware",
                   "--baselines", "all", "--idle-s", "3"]),
-    ("hop120", ["--model", "base", "--device", "cuda", "--clips", "sweep", "--modes", "realtime", "--baselines", "none",
+    ("hop120", ["--model", "base", "--device", "cuda", "--clips", "quick", "--modes", "realtime", "--baselines", "none",
                 "--hop-ms", "120"]),
-    ("large", ["--model", "large", "--device", "cuda", "--clips", "sweep", "--modes", "realtime", "--baselines",
+    ("large", ["--model", "large", "--device", "cuda", "--clips", "quick", "--modes", "realtime", "--baselines",
                "offline,per_segment"]),
-    ("demo", ["--model", "demo", "--device", "cuda", "--clips", "sweep", "--modes", "realtime", "--baselines", "offline"]),
+    ("demo", ["--model", "demo", "--device", "cuda", "--clips", "quick", "--modes", "realtime", "--baselines", "offline"]),
     ("sweep", ["--sweep", "--model", "base", "--device", "cuda", "--clips", "quick", "--modes", "simulated"]),
 ]
+
+
+#: A busy loop standing in for whatever else runs on a desktop (one core's worth).
+BUSY_LOOP = "import time\nend = time.time() + 600\nwhile time.time() < end: pass\n"
+
+
+def part_threads(args, config: Config) -> dict:
+    """Thread settings: each combination in a fresh process, because OMP_WAIT_POLICY is read when torch's
+    OpenMP runtime starts. 'busy core' runs a spinning process beside the measurement, as a desktop would."""
+    rows = []
+    env0 = dict(os.environ, PYTHONPATH=str(repo_root()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    import tempfile
+
+    for busy in (False, True):
+        for threads in (1, 2):
+            for policy in ("default", "PASSIVE"):  # adjacent, so a change of machine load hits both alike
+                env = dict(env0)
+                env.pop("OMP_WAIT_POLICY", None)
+                env["STREAMER_OMP_WAIT_POLICY"] = "" if policy == "default" else policy
+                hog = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if busy else None
+                try:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        out = Path(tmp) / "t.json"
+                        cmd = [sys.executable, "-m", "streamer", "bench", "--speed", args.model, "--speed-variants",
+                               "int8", "--threads", str(threads), "--speed-s", str(args.speed_s), "--json", str(out)]
+                        _say(f"threads {threads}, OpenMP wait policy {policy}, busy core {'yes' if busy else 'no'} ...")
+                        if subprocess.call(cmd, env=env, stdout=subprocess.DEVNULL) == 0:
+                            r = json.loads(out.read_text())["speed"][0]
+                            rows.append({"model": args.model, "variant": f"int8, {threads} thread{'s' if threads > 1 else ''}, "
+                                         f"wait {policy.lower()}{', busy core' if busy else ''}", "threads": threads,
+                                         "omp_wait_policy": policy, "busy_core": busy,
+                                         **{k: r[k] for k in ("window_ms", "step_ms_p50", "step_ms_p90", "rtf_at_hop",
+                                                              "conv_front_end_ms", "precision", "params_m")}})
+                finally:
+                    if hog is not None:
+                        hog.kill()
+                        hog.wait()
+    return {"threads": rows}
 
 
 def run_part(args) -> dict:
     config = config_from(args)
     out: dict = {"results": []}
+    if args.threads_study:
+        out.update(part_threads(args, config))
+        return out
     if args.speed:
         out.update(part_speed(args, config))
     if args.sweep:
@@ -295,7 +362,7 @@ def run_part(args) -> dict:
 
 def merge(doc: dict, part: dict, name: str) -> None:
     doc["results"] += part.get("results", [])
-    for key in ("speed", "sweep", "notes"):
+    for key in ("speed", "sweep", "threads", "notes"):
         doc.setdefault(key, [])
         doc[key] += part.get(key, [])
     if part.get("idle"):
@@ -303,6 +370,8 @@ def merge(doc: dict, part: dict, name: str) -> None:
     h = part.get("headline_candidate")
     if h and name == "headline":
         doc["gpu_headline" if doc.get("gpu") else "headline"] = h
+    elif part.get("gpu_headline") and name == "headline":
+        doc["gpu_headline"] = part["gpu_headline"]
 
 
 def repo_root() -> Path:
@@ -310,45 +379,64 @@ def repo_root() -> Path:
 
 
 def full(args, argv: list[str]) -> int:
+    """Run the parts of the CPU (or GPU) suite, each in its own process writing OUT/part-NAME.json, then
+    merge every part file present into OUT/cpu.json (gpu.json), the plot and BENCHMARKS.md. A part that
+    failed or timed out can be rerun alone with --parts NAME; --parts none only merges."""
     from streamer.bench import report
     from streamer.bench.suite import loadavg, machine
 
     gpu = args.gpu
+    suite_parts = FULL_GPU if gpu else FULL_CPU
+    wanted = [n for n, _ in suite_parts] if args.parts is None else [n for n in _csv(args.parts) if n != "none"]
+    unknown = [n for n in wanted if n not in dict(suite_parts)]
+    if unknown:
+        raise ConfigError(f"unknown part(s) {', '.join(unknown)}", f"use {', '.join(n for n, _ in suite_parts)} or none")
     out_dir = Path(args.out or repo_root() / "benchmarks" / "results")
     out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = "gpu-" if gpu else "cpu-"
     json_path = Path(args.json or out_dir / ("gpu.json" if gpu else "cpu.json"))
-    started = time.time()
-    doc = {"command": "streamer bench " + " ".join(argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-           "gpu": gpu, "machine": machine(), "loadavg_start": loadavg(),
-           "defaults": {**{k: getattr(Config().window, k) for k in ("hop_ms", "left_context_ms", "lookahead_ms")},
-                        "quantize": Config().model.quantize, "threads": Config().model.threads},
-           "results": [], "speed": [], "sweep": [], "notes": [], "parts": {}}
-    parts = FULL_GPU if gpu else FULL_CPU
     env = dict(os.environ, PYTHONPATH=str(repo_root()) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for name, part_args in parts:
-        part_json = out_dir / f".part-{'gpu-' if gpu else ''}{name}.json"
-        part_json.unlink(missing_ok=True)
-        t0 = time.time()
+    for name, part_args in suite_parts:
+        if name not in wanted:
+            continue
+        part_json = out_dir / f"part-{prefix}{name}.json"
+        t0, load0 = time.time(), loadavg()
         _say(f"part {name}: {' '.join(part_args)}")
         cmd = [sys.executable, "-m", "streamer", "bench", *part_args, "--json", str(part_json)]
         rc = subprocess.call(cmd, env=env)
-        doc["parts"][name] = {"seconds": round(time.time() - t0, 1), "rc": rc, "loadavg": loadavg()}
-        if rc != 0 or not part_json.exists():
-            doc["notes"].append(f"part {name} failed (exit {rc}); its figures are missing")
+        if rc != 0:
+            _say(f"part {name} failed (exit {rc})")
+            part_json.unlink(missing_ok=True)
             continue
-        merge(doc, json.loads(part_json.read_text()), name)
-        part_json.unlink(missing_ok=True)
-    doc["loadavg_end"] = loadavg()
-    doc["duration_s"] = round(time.time() - started, 1)
-    if gpu:
-        doc["notes"].append("GPU figures: partial latency includes the 20 ms capture block and the hop; see the hop120 rows.")
+        part = json.loads(part_json.read_text())
+        part.update(part_seconds=round(time.time() - t0, 1), part_loadavg=[load0, loadavg()])
+        part_json.write_text(json.dumps(part, indent=1) + "\n")
+    doc = {"command": f"streamer bench --full{' --gpu' if gpu else ''}", "gpu": gpu, "machine": machine(),
+           "defaults": {**{k: getattr(Config().window, k) for k in ("hop_ms", "left_context_ms", "lookahead_ms")},
+                        "quantize": Config().model.quantize, "threads": Config().model.threads},
+           "results": [], "speed": [], "sweep": [], "threads": [], "notes": [], "parts": {}}
+    for name, _ in suite_parts:
+        part_json = out_dir / f"part-{prefix}{name}.json"
+        if not part_json.exists():
+            doc["notes"].append(f"part {name} has no results (not run, or failed)")
+            continue
+        part = json.loads(part_json.read_text())
+        doc["parts"][name] = {"seconds": part.get("part_seconds"), "loadavg": part.get("part_loadavg"),
+                              "started": part.get("started")}
+        merge(doc, part, name)
+    starts = sorted(p["started"] for p in doc["parts"].values() if p.get("started"))
+    doc["started"] = starts[0] if starts else None
+    doc["duration_s"] = round(sum(p["seconds"] or 0 for p in doc["parts"].values()), 1)
+    loads = [p["loadavg"] for p in doc["parts"].values() if p.get("loadavg")]
+    doc["loadavg_start"] = loads[0][0] if loads else None
+    doc["loadavg_end"] = loads[-1][1] if loads else None
     plot_path = out_dir / ("gpu.png" if gpu else "cpu.png")
     if report.plot(doc, plot_path):
         try:
             doc["plot"] = str(plot_path.relative_to(repo_root()))
         except ValueError:
             doc["plot"] = str(plot_path)
-    doc["targets"] = report.targets(doc) if doc.get("headline") or doc.get("gpu_headline") else []
+    doc["targets"] = report.targets(doc)
     report.write_json(doc, json_path)
     print(report.render_terminal(doc))
     if not gpu:
@@ -377,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": "streamer bench " + " ".join(argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
            "machine": machine(), "loadavg_start": loadavg(), "defaults": {
                **{k: getattr(Config().window, k) for k in ("hop_ms", "left_context_ms", "lookahead_ms")}},
-           "results": [], "speed": [], "sweep": [], "notes": []}
+           "results": [], "speed": [], "sweep": [], "threads": [], "notes": []}
     part = run_part(args)
     merge(doc, part, "headline" if args.model == HEADLINE_MODEL or args.device == "cuda" else args.model)
     if args.device == "cuda" and doc.get("headline"):

@@ -183,8 +183,17 @@ def instability(events, segment_count: int) -> tuple[int, int]:
 
 
 def edit_distance(a, b) -> int:
-    from rapidfuzz.distance import Levenshtein
-
+    """Levenshtein distance between two strings or two lists of words."""
+    try:
+        from rapidfuzz.distance import Levenshtein
+    except ImportError:  # a bare GPU machine: the same distance, in Python
+        prev = list(range(len(b) + 1))
+        for i, x in enumerate(a, 1):
+            cur = [i]
+            for j, y in enumerate(b, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+            prev = cur
+        return prev[-1]
     return Levenshtein.distance(a, b)
 
 

@@ -70,6 +70,10 @@ SPEED_COLUMNS = [
     ("rtf_at_hop", "RTF"), ("reused_frame_share", "reused"), ("argmax_agreement_vs_fp32", "argmax = fp32"),
     ("max_abs_logit_diff_vs_fp32", "max |dlogit|"),
 ]
+THREAD_COLUMNS = [
+    ("model", "model"), ("threads", "threads"), ("omp_wait_policy", "OpenMP wait"), ("busy_core", "busy core"),
+    ("step_ms_p50", "step ms p50"), ("step_ms_p90", "p90"), ("rtf_at_hop", "RTF"),
+]
 SWEEP_COLUMNS = [
     (_cfg, "hop/left/look ms"), ("alg_partial_p50_ms", "alg. partial p50"), ("alg_commit_p50_ms", "alg. commit p50"),
     ("partial_latency_p50_ms", "partial p50"), ("partial_latency_p95_ms", "p95"), ("commit_latency_p50_ms", "commit p50"),
@@ -127,6 +131,8 @@ def render_terminal(doc: dict) -> str:
         parts += ["", "idle: " + ", ".join(f"{k}={v}" for k, v in doc["idle"].items())]
     if doc.get("speed"):
         parts += ["", "speed work (one window at a time)", table(doc["speed"], SPEED_COLUMNS)]
+    if doc.get("threads"):
+        parts += ["", "thread settings (int8, one window at a time, each in a fresh process)", table(doc["threads"], THREAD_COLUMNS)]
     if doc.get("sweep"):
         parts += ["", "window sweep", table(doc["sweep"], SWEEP_COLUMNS)]
     t = targets(doc) if doc.get("headline") else []
@@ -153,8 +159,10 @@ def write_json(doc: dict, path: Path) -> None:
 def plot(doc: dict, path: Path) -> Path | None:
     """Left: latency vs look-ahead (sweep rows with the default hop and context). Right: RTF vs model size,
     float32 and int8, from the speed work."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -226,6 +234,8 @@ def markdown_results(doc: dict) -> str:
                   table(variants, VARIANT_COLUMNS, markdown=True), ""]
     if doc.get("speed"):
         lines += ["### Speed work, one window at a time", "", table(doc["speed"], SPEED_COLUMNS, markdown=True), ""]
+    if doc.get("threads"):
+        lines += ["### Thread settings", "", table(doc["threads"], THREAD_COLUMNS, markdown=True), ""]
     if doc.get("sweep"):
         lines += ["### Window sweep", "", table(doc["sweep"], SWEEP_COLUMNS, markdown=True), ""]
     if doc.get("plot"):

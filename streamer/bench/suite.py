@@ -198,7 +198,7 @@ def idle_cpu(ctc, config: Config, seconds: float) -> dict:
 def baseline_runs(key: str, work: Workload, names, device: str = "cpu") -> tuple[dict[str, str], list[dict]]:
     """Load the model as the alternatives use it (float32, no quantisation, no reuse) and run each.
     Returns the offline texts by clip (the fidelity reference) and one summary per baseline."""
-    plain = load(key, ModelConfig(device=device, reuse_features=False), warmup=True)
+    plain = load(key, ModelConfig(device=device, dtype="float32", reuse_features=False), warmup=True)
     g = plain.geometry
     offline_texts: dict[str, str] = {}
     out = []

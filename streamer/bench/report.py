@@ -68,7 +68,7 @@ SPEED_COLUMNS = [
     ("model", "model"), ("variant", "variant"), ("reuse_mode", "reuse"), ("window_ms", "window ms"),
     ("step_ms_p50", "step ms p50"), ("step_ms_p90", "p90"), ("conv_front_end_ms", "conv ms"),
     ("rtf_at_hop", "RTF"), ("reused_frame_share", "reused"), ("argmax_agreement_vs_fp32", "argmax = fp32"),
-    ("max_abs_logit_diff_vs_fp32", "max |dlogit|"),
+    ("max_abs_logit_diff_vs_fp32", "max |dlogit|"), ("reused_feature_rel_err_max", "reuse feat. err"),
 ]
 THREAD_COLUMNS = [
     ("model", "model"), ("threads", "threads"), ("omp_wait_policy", "OpenMP wait"), ("busy_core", "busy core"),

@@ -280,8 +280,10 @@ def speed_part(key: str, clip_audio: np.ndarray, window: WindowConfig, variants=
         ctc = load(key, replace(ModelConfig(device=device), **kw))
         windows = schedule_windows(ctc.geometry, window, clip_audio)
         steady = [w for w in windows if len(w[1]) == max(len(x[1]) for x in windows)]
-        times, logits = [], []
-        for _ in range(repeats):
+        times, logits, feat_err = [], [], []
+        enc = ctc.model.base_model.feature_extractor
+        inner = getattr(enc, "inner", enc)
+        for rep in range(repeats):
             ctc.reset()
             for start, audio in windows:
                 t0 = time.perf_counter()
@@ -292,22 +294,31 @@ def speed_part(key: str, clip_audio: np.ndarray, window: WindowConfig, variants=
                 if len(audio) == len(steady[0][1]):
                     times.append(dt)
                 logits.append(lg)
+                if rep == 0 and ctc.reuse_mode != "off" and ctc.counters.frames_reused:
+                    # conv features as reused vs computed afresh on this window (same statistics): exact for
+                    # layer-norm encoders, not for group-norm ones (outside the timing)
+                    got = ctc._utterance.features.float()
+                    x = torch.from_numpy(ctc.normalize(audio, ctc.last_stats))[None].to(ctc.device, ctc.dtype)
+                    with torch.inference_mode():
+                        want = inner(x).float()
+                    feat_err.append(float((got - want).norm() / (want.norm() + 1e-12)))
         logits = logits[: len(windows)]
         row = {"model": key, "variant": name, **settings(Config(window=window, model=replace(ModelConfig(), **kw)), ctc),
                "window_ms": round(len(steady[0][1]) / 16, 1), "steps": len(times),
                "step_ms_p50": round(float(np.median(times)) * 1000, 1),
                "step_ms_p90": round(float(np.percentile(times, 90)) * 1000, 1)}
         row["rtf_at_hop"] = round(row["step_ms_p50"] / window.hop_ms, 3)
+        if feat_err:
+            row["reused_feature_rel_err_max"] = float(f"{max(feat_err):.3g}")
+            row["reused_feature_rel_err_mean"] = float(f"{float(np.mean(feat_err)):.3g}")
         # conv front end alone on one steady window (not quantised by dynamic quantisation)
-        enc = ctc.model.base_model.feature_extractor
-        enc = getattr(enc, "inner", enc)
         x = torch.from_numpy(ctc.normalize(steady[-1][1]))[None].to(ctc.device, ctc.dtype)
         with torch.inference_mode():
-            enc(x)
+            inner(x)
             fe = []
             for _ in range(5):
                 t0 = time.perf_counter()
-                enc(x)
+                inner(x)
                 if device == "cuda":
                     torch.cuda.synchronize()
                 fe.append(time.perf_counter() - t0)

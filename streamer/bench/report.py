@@ -99,11 +99,13 @@ def targets(doc: dict) -> list[dict]:
     h = doc.get("headline") or {}
     for key, op, limit in CPU_TARGETS:
         out.append({"target": f"base {key} {op} {limit}", "value": h.get(key), "met": check(h.get(key), op, limit)})
-    demo = next((r for r in doc.get("results", []) if r.get("model") == "demo" and r.get("mode") == "realtime"
-                 and r.get("default_settings")), None)
+    demo_rows = [r for r in doc.get("results", []) if r.get("model") == "demo" and r.get("system") == "streamer"
+                 and r.get("default_settings") and not r.get("variant")]
+    demo = max(demo_rows, key=lambda r: (r.get("utterances") or 0, r.get("mode") == "realtime"), default=None)
     if demo is not None:
         k, op, limit = DEMO_FIDELITY_TARGET
-        out.append({"target": f"demo {k} {op} {limit}", "value": demo.get(k), "met": check(demo.get(k), op, limit)})
+        out.append({"target": f"demo {k} {op} {limit} ({demo.get('mode')}, {demo.get('utterances')} clips)",
+                    "value": demo.get(k), "met": check(demo.get(k), op, limit)})
     seg = (h.get("baselines") or {}).get("per_segment") or {}
     ratio = seg.get("latency_ratio_long")
     out.append({"target": f"per-segment / streamer latency on utterances > 3 s >= {LONG_RATIO_TARGET}",

@@ -103,9 +103,10 @@ class ModelConfig:
     threads: int = 0
     #: Reuse convolutional features across overlapping windows where that is exact (layer-norm encoders).
     reuse_features: bool = True
-    #: Also reuse them where it is only approximate: a group-norm first conv layer normalises each channel
-    #: over the whole window, so a frame computed in an earlier window differs slightly (BENCHMARKS.md).
-    reuse_approximate: bool = False
+    #: Also reuse them behind a group-norm first conv layer (wav2vec2-base), which normalises each channel
+    #: over the whole window: its statistics are then held within norm_tolerance like the input's. Off until
+    #: its effect on text is measured on a trained group-norm checkpoint (BENCHMARKS.md).
+    reuse_group_norm: bool = False
     #: Where input normalisation statistics come from while features are reused: "window" (the processor's
     #: zero-mean unit-variance over the current window) or "utterance" (running statistics of the audio
     #: seen since the utterance began, which approach the offline decode's whole-utterance statistics).

@@ -199,6 +199,61 @@ def feature_encoder_is_local(encoder) -> bool:
     return True
 
 
+def _held_group_norm(gn):
+    """Wrap a GroupNorm so that it can normalise with statistics held from an earlier window (`.held`, a
+    pair of per-group mean and variance tensors) instead of the input's own; then it is a per-channel
+    affine map and the conv encoder around it is local. With `.held` None it is the plain GroupNorm."""
+    import torch
+
+    class HeldGroupNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gn = gn
+            self.held = None
+
+        def forward(self, x):
+            if self.held is None:
+                return self.gn(x)
+            mean, var = self.held
+            b, c, t = x.shape
+            g = self.gn.num_groups
+            y = (x.reshape(b, g, -1) - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.gn.eps)
+            y = y.reshape(b, c, t)
+            if self.gn.affine:
+                y = y * self.gn.weight[None, :, None] + self.gn.bias[None, :, None]
+            return y
+
+    return HeldGroupNorm()
+
+
+def group_norm_stats(h, num_groups: int):
+    """Per-group mean and (biased) variance over channels-in-group and time of h [1, channels, time], in
+    float32 (what GroupNorm computes)."""
+    x = h.float().reshape(num_groups, -1)
+    return x.mean(dim=1), x.var(dim=1, unbiased=False)
+
+
+def _first_layer_group_norm(encoder):
+    """(first conv layer, its GroupNorm) when that is the encoder's only normalisation across time and no
+    conv pads (wav2vec2 / HuBERT / WavLM base-style encoders); else None."""
+    import torch
+
+    layers = getattr(encoder, "conv_layers", None)
+    if not layers:
+        return None
+    first = layers[0]
+    gn = getattr(first, "layer_norm", None)
+    conv = getattr(first, "conv", None)
+    if not isinstance(gn, torch.nn.GroupNorm) or not isinstance(conv, torch.nn.Conv1d):
+        return None
+    for module in encoder.modules():
+        if module is not gn and isinstance(module, (torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)):
+            return None
+        if isinstance(module, torch.nn.Conv1d) and any(p != 0 for p in module.padding):
+            return None
+    return first, gn
+
+
 def _first_conv_has_bias(encoder) -> bool:
     import torch
 
@@ -244,6 +299,7 @@ class _Utterance:
         self.start_sample = start_sample
         self.end_sample = start_sample + len(audio)
         self.stats: NormStats | None = None
+        self.group_norm = None  # held (mean, variance) per group of the first conv layer's GroupNorm
         self.features = None  # tensor [1, channels, frames] of the last window
         self.first_frame = 0
 
@@ -267,15 +323,21 @@ class CTCModel:
     """A loaded CTC model: frames of logits for windows of 16 kHz audio.
 
     Feature reuse (`ModelConfig.reuse_features`): overlapping windows of one utterance share most of their
-    audio, and where the conv feature encoder is local (layer-norm encoders: frame k depends only on samples
-    [320k, 320k + 400) of the normalised input) the frames of the previous window are exact for the new one,
-    provided the input was normalised with the same statistics. So windows are normalised with statistics
-    that are held while they stay within `norm_tolerance` of the current ones (the window's own, or the
-    running utterance statistics, `norm_stats`); when they drift further, the window is recomputed from
-    scratch with current statistics. Given the statistics in use, reused logits equal a full forward pass
-    (tests/test_feature_reuse.py). Group-norm encoders (wav2vec2-base) normalise each channel over the
-    whole window: there reuse is approximate and only on with `reuse_approximate`; input statistics do not
-    matter there at all (the group norm removes any per-window offset and scale of the input)."""
+    audio. Where the conv feature encoder is local — frame k depends only on samples [320k, 320k + 400) of
+    the normalised input, as in layer-norm encoders — the frames the previous window computed are exact for
+    the new one, provided both windows were normalised with the same statistics; only the new frames go
+    through the convolutions. So the input statistics are held while they stay within `norm_tolerance` of
+    the current ones (the window's own, or the running utterance statistics: `norm_stats`) and the window
+    is recomputed from scratch with fresh statistics when they drift further. Given the statistics in use,
+    reused logits equal a full forward pass (tests/test_feature_reuse.py); how much holding them changes the
+    text is measured in BENCHMARKS.md.
+
+    A group-norm encoder (wav2vec2-base) normalises each channel of its first conv layer over the whole
+    window, so no frame is local. With `reuse_group_norm` the same idea is applied one level down: the
+    group-norm statistics (and the input statistics) are held within `norm_tolerance` of the current
+    window's, the first layer becomes a per-channel affine map, and the encoder is local given them. The
+    current statistics are checked each window with the first conv layer alone (a few percent of the conv
+    cost). Off by default: its fidelity cost can only be measured on a trained group-norm checkpoint."""
 
     def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool,
                  config: ModelConfig | None = None) -> None:
@@ -315,10 +377,22 @@ class CTCModel:
         #: with a bias (the bias is added before the per-frame norm).
         self.features_depend_on_stats = (self.do_normalize and self.feature_encoder_local
                                          and inner is not None and _first_conv_has_bias(inner))
-        if inner is not None and self.config.reuse_features and (self.feature_encoder_local or self.config.reuse_approximate):
+        self._first_conv = None
+        self._held_gn = None
+        reuse = "off"
+        if inner is not None and self.config.reuse_features:
+            if self.feature_encoder_local:
+                reuse = "local"
+            elif self.config.reuse_group_norm and (found := _first_layer_group_norm(inner)) is not None:
+                first, gn = found
+                self._first_conv = first.conv
+                self._held_gn = first.layer_norm = _held_group_norm(gn)
+                reuse = "held group norm"
+        if reuse != "off":
             self._encoder = _reusing_encoder(inner, self.geometry.stride_samples)
             base.feature_extractor = self._encoder
-        self.reuse_mode = "off" if self._encoder is None else "exact" if self.feature_encoder_local else "approximate"
+        #: off | local (exact given the input statistics) | held group norm (exact given the held statistics)
+        self.reuse_mode = reuse
 
     @property
     def description(self) -> str:
@@ -388,15 +462,15 @@ class CTCModel:
             utt.extend(start_sample, audio)
         else:
             utt = self._utterance = _Utterance(start_sample, audio)
-        if not self.features_depend_on_stats:
+        if self._held_gn is not None:
+            stats = self._hold_group_norm(utt, audio)
+        elif not self.features_depend_on_stats:
             stats = None  # per-window normalisation: the features do not depend on it
         else:
-            current = utt.running_stats() if self.config.norm_stats == "utterance" else self.window_stats(audio)
+            current = self._current_stats(utt, audio)
             if utt.stats is None or utt.stats.drift(current) > self.config.norm_tolerance:
-                if utt.stats is not None and utt.features is not None:
-                    self.counters.restarts += 1
+                self._restart(utt)
                 utt.stats = current
-                utt.features = None
             stats = utt.stats
         self.last_stats = stats
         cached = None
@@ -410,7 +484,11 @@ class CTCModel:
         if reused == n_frames and n_frames > 0:
             reused = n_frames - 1  # always run the convolutions on at least one frame (keeps shapes simple)
             cached = cached[..., :reused]
-        out = self._forward(self.normalize(audio, stats), cached)
+        try:
+            out = self._forward(self.normalize(audio, stats), cached)
+        finally:
+            if self._held_gn is not None:
+                self._held_gn.held = None  # plain GroupNorm for anyone else calling the model
         utt.features = self._encoder.last_output
         self._encoder.last_output = None
         utt.first_frame = first_frame
@@ -418,6 +496,39 @@ class CTCModel:
         self.counters.frames_total += n_frames
         self.counters.frames_reused += reused
         return out
+
+    def _current_stats(self, utt: _Utterance, audio: np.ndarray) -> NormStats:
+        return utt.running_stats() if self.config.norm_stats == "utterance" else self.window_stats(audio)
+
+    def _restart(self, utt: _Utterance) -> None:
+        if utt.features is not None:
+            self.counters.restarts += 1
+        utt.features = None
+
+    def _hold_group_norm(self, utt: _Utterance, audio: np.ndarray) -> NormStats:
+        """Input statistics and first-layer group-norm statistics for this window: the held ones while the
+        window's own group-norm statistics stay within tolerance (mean over groups of the relative change of
+        scale and of offset), else fresh ones from this window (and the cache is dropped)."""
+        torch = self._torch
+
+        def gn_stats(stats: NormStats):
+            x = torch.from_numpy(self.normalize(audio, stats))[None, None].to(self.device, self.dtype)
+            with torch.inference_mode():
+                return group_norm_stats(self._first_conv(x), self._held_gn.gn.num_groups)
+
+        if utt.stats is not None and utt.group_norm is not None:
+            mean, var = gn_stats(utt.stats)
+            h_mean, h_var = utt.group_norm
+            h_std = torch.sqrt(h_var + self._held_gn.gn.eps)
+            drift = torch.maximum((torch.sqrt(var + self._held_gn.gn.eps) / h_std - 1).abs(), (mean - h_mean).abs() / h_std)
+            if float(drift.mean()) <= self.config.norm_tolerance:
+                self._held_gn.held = utt.group_norm
+                return utt.stats
+        self._restart(utt)
+        utt.stats = self._current_stats(utt, audio)
+        utt.group_norm = gn_stats(utt.stats)
+        self._held_gn.held = utt.group_norm
+        return utt.stats
 
     def warmup(self) -> float:
         """One pass on silence-plus-noise so the first real window is not slow; returns seconds taken."""

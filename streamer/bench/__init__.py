@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=d.model.quantize)
     g.add_argument("--threads", type=int, default=d.model.threads)
     g.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=d.model.reuse_features)
-    g.add_argument("--reuse-approximate", action=argparse.BooleanOptionalAction, default=d.model.reuse_approximate)
+    g.add_argument("--reuse-group-norm", action=argparse.BooleanOptionalAction, default=d.model.reuse_group_norm)
     g.add_argument("--hop-ms", type=int, default=d.window.hop_ms)
     g.add_argument("--left-context-ms", type=int, default=d.window.left_context_ms)
     g.add_argument("--lookahead-ms", type=int, default=d.window.lookahead_ms)
@@ -83,7 +83,7 @@ def config_from(args) -> Config:
         vad=d.vad, buffer=d.buffer,
         window=replace(d.window, hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms),
         model=replace(d.model, device=args.device, dtype=args.dtype, quantize=args.quantize, threads=args.threads,
-                      reuse_features=args.reuse, reuse_approximate=args.reuse_approximate),
+                      reuse_features=args.reuse, reuse_group_norm=args.reuse_group_norm),
     ).validate()
 
 

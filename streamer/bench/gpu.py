@@ -14,7 +14,7 @@ GPU_SPEED_VARIANTS = [
     ("fp32", dict(dtype="float32", reuse_features=False)),
     ("fp16", dict(dtype="float16", reuse_features=False)),
     ("bf16", dict(dtype="bfloat16", reuse_features=False)),
-    ("fp16+reuse", dict(dtype="float16", reuse_features=True, reuse_approximate=True)),
+    ("fp16+reuse", dict(dtype="float16", reuse_features=True, reuse_group_norm=True)),
 ]
 
 

@@ -65,7 +65,7 @@ def settings(config: Config, ctc=None) -> dict:
     w, m = config.window, config.model
     out = {"hop_ms": w.hop_ms, "left_context_ms": w.left_context_ms, "lookahead_ms": w.lookahead_ms,
            "max_catch_up_hops": w.max_catch_up_hops, "quantize": m.quantize, "threads": m.threads,
-           "dtype": m.dtype, "reuse_features": m.reuse_features, "reuse_approximate": m.reuse_approximate,
+           "dtype": m.dtype, "reuse_features": m.reuse_features, "reuse_group_norm": m.reuse_group_norm,
            "norm_stats": m.norm_stats, "norm_tolerance": m.norm_tolerance, "device": m.device}
     if ctc is not None:
         out.update(device=ctc.device, reuse_mode=ctc.reuse_mode, params_m=round(ctc.parameters / 1e6, 1),
@@ -260,11 +260,11 @@ def schedule_windows(geometry, window: WindowConfig, audio: np.ndarray) -> list[
 
 SPEED_VARIANTS = [
     ("fp32", dict(quantize=False, reuse_features=False)),
-    ("fp32+reuse", dict(quantize=False, reuse_features=True, reuse_approximate=True)),
+    ("fp32+reuse", dict(quantize=False, reuse_features=True, reuse_group_norm=True)),
     ("int8", dict(quantize=True, reuse_features=False)),
-    ("int8+reuse", dict(quantize=True, reuse_features=True, reuse_approximate=True)),
+    ("int8+reuse", dict(quantize=True, reuse_features=True, reuse_group_norm=True)),
     ("int8 1 thread", dict(quantize=True, reuse_features=False, threads=1)),
-    ("int8+reuse 1 thread", dict(quantize=True, reuse_features=True, reuse_approximate=True, threads=1)),
+    ("int8+reuse 1 thread", dict(quantize=True, reuse_features=True, reuse_group_norm=True, threads=1)),
     ("bf16", dict(quantize=False, reuse_features=False, dtype="bfloat16")),
 ]
 

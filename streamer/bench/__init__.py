@@ -235,7 +235,7 @@ def part_speed(args, config: Config) -> dict:
 
             variants = GPU_SPEED_VARIANTS
         elif key == "large":  # keep the full run short: the large model only in the variants that matter
-            variants = [v for v in variants if v[0] in ("fp32", "int8", "int8+reuse", "int8+reuse 1 thread")]
+            variants = [v for v in variants if v[0] in ("fp32", "int8", "int8+reuse")]
         if args.speed_variants:
             variants = [v for v in variants if v[0] in args.speed_variants]
         _say(f"speed work on {key} ({len(variants)} variants) ...")
@@ -255,7 +255,7 @@ def part_sweep(args, config: Config) -> dict:
 
     fid_key = "demo" if _demo_available() else "tiny"
     grid = suite.sweep_windows(config.window)
-    fid_work = suite.Workload.build("all" if fid_key == "demo" else "quick", config)
+    fid_work = suite.Workload.build("sweep" if fid_key == "demo" else "quick", config)
     cost_work = suite.Workload.build(args.clips if args.clips != "quick" else "quick", config)
     rows = []
     fid_ctc = suite.load(fid_key, config.model)

@@ -263,8 +263,6 @@ SPEED_VARIANTS = [
     ("fp32+reuse", dict(quantize=False, reuse_features=True, reuse_group_norm=True)),
     ("int8", dict(quantize=True, reuse_features=False)),
     ("int8+reuse", dict(quantize=True, reuse_features=True, reuse_group_norm=True)),
-    ("int8 1 thread", dict(quantize=True, reuse_features=False, threads=1)),
-    ("int8+reuse 1 thread", dict(quantize=True, reuse_features=True, reuse_group_norm=True, threads=1)),
     ("bf16", dict(quantize=False, reuse_features=False, dtype="bfloat16")),
 ]
 
@@ -348,10 +346,10 @@ def sweep_windows(default: WindowConfig) -> list[WindowConfig]:
     """One knob at a time around the defaults, plus the hop/context pairs a GPU or a slower CPU would use."""
     d = default
     grid = [d]
-    grid += [replace(d, hop_ms=h) for h in (120, 160, 320, 480) if h != d.hop_ms]
-    grid += [replace(d, left_context_ms=lc) for lc in (250, 500, 1500) if lc != d.left_context_ms]
-    grid += [replace(d, lookahead_ms=r) for r in (0, 160, 480, 640) if r != d.lookahead_ms]
-    grid += [replace(d, hop_ms=160, left_context_ms=500)]
+    grid += [replace(d, hop_ms=h) for h in (120, 160, 240, 320, 480) if h != d.hop_ms]
+    grid += [replace(d, left_context_ms=lc) for lc in (500, 1000, 1500) if lc != d.left_context_ms]
+    grid += [replace(d, lookahead_ms=r) for r in (0, 160, 320, 480, 640) if r != d.lookahead_ms]
+    grid += [replace(d, hop_ms=160, left_context_ms=lc, lookahead_ms=320) for lc in (500, 750)]
     seen, out = set(), []
     for w in grid:
         k = (w.hop_ms, w.left_context_ms, w.lookahead_ms)

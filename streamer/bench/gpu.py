@@ -18,43 +18,50 @@ GPU_SPEED_VARIANTS = [
 ]
 
 
-def _timed(fn, repeats: int = 20) -> float:
+def _sync(device: str) -> None:
     import torch
 
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device: str, repeats: int = 20) -> float:
     fn()
-    torch.cuda.synchronize()
+    _sync(device)
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        _sync(device)
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
 
 
-def batching(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = "float16") -> list[dict]:
+def batching(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = "float16", device: str = "cuda",
+             repeats: int = 20) -> list[dict]:
     """Several windows in one forward pass (several streams, or a worker catching up)."""
     import torch
 
-    ctc = load(key, ModelConfig(device="cuda", dtype=dtype, reuse_features=False))
+    ctc = load(key, ModelConfig(device=device, dtype=dtype, reuse_features=False))
     n = int((window.left_context_ms + window.hop_ms + window.lookahead_ms) * 16) + 80
-    x1 = torch.from_numpy(ctc.normalize(audio[:n]))[None].to("cuda", ctc.dtype)
+    x1 = torch.from_numpy(ctc.normalize(audio[:n]))[None].to(device, ctc.dtype)
     out = []
     for b in (1, 2, 4, 8, 16):
         xb = x1.repeat(b, 1)
         with torch.inference_mode():
-            t = _timed(lambda: ctc.model(xb))
+            t = _timed(lambda: ctc.model(xb), device, repeats)
         out.append({"model": key, "experiment": "batching", "dtype": dtype, "batch": b, "window_ms": round(n / 16, 1),
                     "ms_per_forward": round(t * 1000, 2), "ms_per_window": round(t * 1000 / b, 2)})
     return out
 
 
-def fixed_shape(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = "float16") -> list[dict]:
+def fixed_shape(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = "float16",
+                device: str = "cuda") -> list[dict]:
     """The real schedule of one utterance (windows grow at its start) with variable shapes, with
     cudnn.benchmark autotuning per shape, and with every window left-padded to the steady-state shape."""
     import torch
 
-    ctc = load(key, ModelConfig(device="cuda", dtype=dtype, reuse_features=False))
+    ctc = load(key, ModelConfig(device=device, dtype=dtype, reuse_features=False))
     windows = schedule_windows(ctc.geometry, window, audio)
     longest = max(len(w[1]) for w in windows)
     out = []
@@ -68,12 +75,12 @@ def fixed_shape(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = 
                 x = ctc.normalize(a)
                 if pad:
                     x = np.concatenate([np.zeros(longest - len(x), np.float32), x])
-                xt = torch.from_numpy(x)[None].to("cuda", ctc.dtype)
-                torch.cuda.synchronize()
+                xt = torch.from_numpy(x)[None].to(device, ctc.dtype)
+                _sync(device)
                 t0 = time.perf_counter()
                 with torch.inference_mode():
                     ctc.model(xt)
-                torch.cuda.synchronize()
+                _sync(device)
                 ts.append(time.perf_counter() - t0)
         out.append({"model": key, "experiment": "shapes", "variant": name, "dtype": dtype, "windows": len(windows),
                     "shapes": len({len(w[1]) for w in windows}), "ms_p50": round(float(np.median(ts)) * 1000, 2),

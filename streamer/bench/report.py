@@ -68,8 +68,29 @@ SPEED_COLUMNS = [
     ("model", "model"), ("variant", "variant"), ("reuse_mode", "reuse"), ("window_ms", "window ms"),
     ("step_ms_p50", "step ms p50"), ("step_ms_p90", "p90"), ("conv_front_end_ms", "conv ms"),
     ("rtf_at_hop", "RTF"), ("reused_frame_share", "reused"), ("argmax_agreement_vs_fp32", "argmax = fp32"),
-    ("max_abs_logit_diff_vs_fp32", "max |dlogit|"), ("reused_feature_rel_err_max", "reuse feat. err"),
+    ("max_abs_logit_diff_vs_fp32", "max abs dlogit"), ("reused_feature_rel_err_max", "reuse feat. err"),
 ]
+BATCH_COLUMNS = [("model", "model"), ("dtype", "dtype"), ("batch", "batch"), ("window_ms", "window ms"),
+                 ("ms_per_forward", "ms / forward"), ("ms_per_window", "ms / window")]
+SHAPE_COLUMNS = [("model", "model"), ("variant", "windows"), ("dtype", "dtype"), ("windows", "count"),
+                 ("shapes", "shapes"), ("ms_p50", "ms p50"), ("ms_p95", "ms p95")]
+
+
+def _speed_tables(doc: dict, markdown: bool) -> list[str]:
+    rows = doc.get("speed") or []
+    out = []
+    plain = [r for r in rows if not r.get("experiment")]
+    if plain:
+        out += ["### Speed work, one window at a time" if markdown else "speed work (one window at a time)", "" if markdown else None,
+                table(plain, SPEED_COLUMNS, markdown), ""]
+    for kind, title, cols in (("batching", "Batching windows (GPU)", BATCH_COLUMNS),
+                              ("shapes", "Fixed vs variable window shapes (GPU)", SHAPE_COLUMNS)):
+        sel = [r for r in rows if r.get("experiment") == kind]
+        if sel:
+            out += [f"### {title}" if markdown else title.lower(), "" if markdown else None, table(sel, cols, markdown), ""]
+    return [x for x in out if x is not None]
+
+
 THREAD_COLUMNS = [
     ("model", "model"), ("threads", "threads"), ("omp_wait_policy", "OpenMP wait"), ("busy_core", "busy core"),
     ("step_ms_p50", "step ms p50"), ("step_ms_p90", "p90"), ("rtf_at_hop", "RTF"),
@@ -132,7 +153,7 @@ def render_terminal(doc: dict) -> str:
     if doc.get("idle"):
         parts += ["", "idle: " + ", ".join(f"{k}={v}" for k, v in doc["idle"].items())]
     if doc.get("speed"):
-        parts += ["", "speed work (one window at a time)", table(doc["speed"], SPEED_COLUMNS)]
+        parts += [""] + _speed_tables(doc, markdown=False)
     if doc.get("threads"):
         parts += ["", "thread settings (int8, one window at a time, each in a fresh process)", table(doc["threads"], THREAD_COLUMNS)]
     if doc.get("sweep"):
@@ -190,7 +211,8 @@ def plot(doc: dict, path: Path) -> Path | None:
         a2.legend(loc="upper right", fontsize=8)
         a.set_title(f"latency vs look-ahead (hop {d.get('hop_ms')} ms, context {d.get('left_context_ms')} ms)")
     for variant, style in (("fp32", "o-"), ("int8", "s-"), ("int8+reuse", "^-")):
-        pts = sorted([(r["params_m"], r["rtf_at_hop"]) for r in speed if r.get("variant") == variant and r.get("params_m")])
+        pts = sorted([(r["params_m"], r["rtf_at_hop"]) for r in speed
+                      if r.get("variant") == variant and r.get("params_m") and not r.get("experiment")])
         if pts:
             b.plot([p[0] for p in pts], [p[1] for p in pts], style, label=variant)
     b.axhline(1.0, color="red", lw=0.8, ls=":")
@@ -235,7 +257,7 @@ def markdown_results(doc: dict) -> str:
         lines += ["### Model variants: fidelity of precision, feature reuse and normalisation", "",
                   table(variants, VARIANT_COLUMNS, markdown=True), ""]
     if doc.get("speed"):
-        lines += ["### Speed work, one window at a time", "", table(doc["speed"], SPEED_COLUMNS, markdown=True), ""]
+        lines += _speed_tables(doc, markdown=True)
     if doc.get("threads"):
         lines += ["### Thread settings", "", table(doc["threads"], THREAD_COLUMNS, markdown=True), ""]
     if doc.get("sweep"):

@@ -199,7 +199,10 @@ def edit_distance(a, b) -> int:
 
 def fidelity(references: list[str], hypotheses: list[str]) -> dict:
     """CER / WER of hypotheses against references (summed edits over summed reference length) and the
-    share of identical pairs."""
+    share of identical pairs. Whitespace is collapsed first: `batch_decode` turns repeated word delimiters
+    into repeated spaces, streamer's decoder does not, and neither is a difference a reader sees."""
+    references = [" ".join(r.split()) for r in references]
+    hypotheses = [" ".join(h.split()) for h in hypotheses]
     chars = sum(len(r) for r in references)
     words = sum(len(r.split()) for r in references)
     ce = sum(edit_distance(r, h) for r, h in zip(references, hypotheses))

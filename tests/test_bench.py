@@ -80,7 +80,7 @@ def test_bench_smoke_run_writes_sane_json(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), STREAMER_BENCH_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "streamer", "bench", "--model", "tiny", "--clips", "smoke", "--threads", "1",
            "--modes", "realtime,unaware,simulated", "--baselines", "all", "--idle-s", "0.5", "--json", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert "partial p50" in proc.stdout  # the terminal table

@@ -331,7 +331,7 @@ def part_threads(args, config: Config) -> dict:
                         cmd = [sys.executable, "-m", "streamer", "bench", "--speed", args.model, "--speed-variants",
                                "int8", "--threads", str(threads), "--speed-s", str(args.speed_s), "--json", str(out)]
                         _say(f"threads {threads}, OpenMP wait policy {policy}, busy core {'yes' if busy else 'no'} ...")
-                        if subprocess.call(cmd, env=env, stdout=subprocess.DEVNULL) == 0:
+                        if subprocess.call(cmd, env=env, cwd=repo_root(), stdout=subprocess.DEVNULL) == 0:
                             r = json.loads(out.read_text())["speed"][0]
                             rows.append({"model": args.model, "variant": f"int8, {threads} thread{'s' if threads > 1 else ''}, "
                                          f"wait {policy.lower()}{', busy core' if busy else ''}", "threads": threads,
@@ -403,7 +403,7 @@ def full(args, argv: list[str]) -> int:
         t0, load0 = time.time(), loadavg()
         _say(f"part {name}: {' '.join(part_args)}")
         cmd = [sys.executable, "-m", "streamer", "bench", *part_args, "--json", str(part_json)]
-        rc = subprocess.call(cmd, env=env)
+        rc = subprocess.call(cmd, env=env, cwd=repo_root())
         if rc != 0:
             _say(f"part {name} failed (exit {rc})")
             part_json.unlink(missing_ok=True)

@@ -145,40 +145,33 @@ def segment_timings(events, segments: list[SegmentTruth], g: FrameGeometry) -> l
     return out
 
 
-def instability(events, segment_count: int) -> tuple[int, int]:
-    """(tentative words shown, of those later changed), over all partials. A tentative word is compared
-    with the final word at its position; when the final text continues the last committed word, the first
-    tentative word is taken as its continuation (the event strings alone cannot tell)."""
+def instability(events) -> tuple[int, int]:
+    """(tentative words shown, of those later changed), over all partials. The line shown is
+    committed_text + tentative_text (the tentative text starts without a space when it continues the last
+    committed word; that word then counts as tentative too). Each tentative word is compared with the word
+    the utterance ends up with at the same position (after any forced finals already emitted)."""
     finals: dict[int, list[str]] = {}
     for e in events:
         if isinstance(e, FinalEvent) and e.text:
             finals.setdefault(e.segment_id, []).append(e.text)
     shown = changed = 0
-    done: dict[int, list[str]] = {}
+    done: dict[int, int] = {}  # words already finalised (forced pieces) per segment
     for e in events:
         if isinstance(e, FinalEvent):
-            done.setdefault(e.segment_id, []).append(e.text)
+            done[e.segment_id] = done.get(e.segment_id, 0) + len(e.text.split())
             continue
-        if not isinstance(e, PartialEvent) or not e.tentative_text:
+        if not isinstance(e, PartialEvent) or not e.tentative_text.strip():
             continue
-        final_text = " ".join(finals.get(e.segment_id, []))
-        prefix = " ".join(t for t in done.get(e.segment_id, []) + [e.committed_text] if t)
-        final_words = final_text.split()
-        tent = e.tentative_text.split()
-        committed_words = prefix.split()
-        continues = (bool(prefix) and len(final_text) > len(prefix) and final_text.startswith(prefix)
-                     and final_text[len(prefix)] != " ")
-        if continues and committed_words:
-            pos = len(committed_words) - 1
-            first = committed_words[-1] + tent[0]
+        final_words = " ".join(finals.get(e.segment_id, [])).split()
+        committed = e.committed_text.split()
+        line = (e.committed_text + e.tentative_text).split()
+        continues = bool(committed) and not e.tentative_text[:1].isspace()
+        first = len(committed) - 1 if continues else len(committed)
+        offset = done.get(e.segment_id, 0)
+        for i in range(first, len(line)):
             shown += 1
-            changed += int(pos >= len(final_words) or final_words[pos] != first)
-            tent, pos = tent[1:], pos + 1
-        else:
-            pos = len(committed_words)
-        for i, w in enumerate(tent):
-            shown += 1
-            changed += int(pos + i >= len(final_words) or final_words[pos + i] != w)
+            j = offset + i
+            changed += int(j >= len(final_words) or final_words[j] != line[i])
     return shown, changed
 
 

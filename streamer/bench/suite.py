@@ -124,7 +124,7 @@ def summarize_run(run: RunResult, work: Workload, ctc, config: Config, offline: 
     partial, commit, long_partial = cat(partial), cat(commit), cat(long_partial)
     partial_all, commit_all = cat(partial_all), cat(commit_all)
     missing = int(np.isnan(partial_all).sum())
-    shown, changed = instability(run.events, len(work.segments))
+    shown, changed = instability(run.events)
     texts: dict[str, list[str]] = {}
     for t in timings:
         texts.setdefault(work.clip_of_segment(t.segment), []).append(t.text)

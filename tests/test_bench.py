@@ -106,3 +106,59 @@ def test_bench_smoke_run_writes_sane_json(tmp_path):
     assert bases["offline"]["fidelity_cer"] == 0.0  # the offline decode is the reference
     head = doc["headline_candidate"]
     assert head["idle_cpu_percent"] >= 0 and set(head["baselines"]) == set(bases)
+
+
+class SlowLocalModel:
+    """The hand-built local model of the stitching tests, taking a fixed wall time per window."""
+
+    def __init__(self, seconds: float) -> None:
+        from helpers import LocalModel
+
+        self.inner = LocalModel()
+        self.geometry = self.inner.geometry
+        self.vocabulary = self.inner.vocabulary
+        self.seconds = seconds
+
+    def logits(self, audio, start_sample=None):
+        import time
+
+        time.sleep(self.seconds)
+        return self.inner.logits(audio, start_sample)
+
+
+@pytest.fixture(scope="module")
+def smoke_work():
+    from streamer.bench.suite import Workload
+    from streamer.config import Config
+
+    return Workload.build("smoke", Config())
+
+
+def _summary(mode, seconds, work):
+    from streamer.bench.runs import RUNNERS
+    from streamer.bench.suite import summarize_run
+    from streamer.config import Config
+
+    model = SlowLocalModel(seconds)
+    model.quantized, model.dtype, model.device, model.parameters, model.reuse_mode = False, None, "cpu", 0, "off"
+    from streamer.model import ReuseCounters
+
+    model.counters = ReuseCounters()
+    run = RUNNERS[mode](model, Config(), work.session.audio)
+    return summarize_run(run, work, model, Config(), None)
+
+
+def test_simulated_mode_adds_the_compute_time_to_the_algorithms_latency(smoke_work):
+    unaware = _summary("unaware", 0.05, smoke_work)
+    simulated = _summary("simulated", 0.05, smoke_work)
+    assert simulated["windows"] == unaware["windows"]  # 50 ms per 240 ms hop: never behind
+    extra = simulated["partial_latency_p50_ms"] - unaware["partial_latency_p50_ms"]
+    assert 40 <= extra <= 150, (unaware["partial_latency_p50_ms"], simulated["partial_latency_p50_ms"])
+
+
+def test_simulated_mode_falls_behind_and_catches_up_when_compute_exceeds_the_hop(smoke_work):
+    unaware = _summary("unaware", 0.0, smoke_work)
+    slow = _summary("simulated", 0.4, smoke_work)  # 400 ms per 240 ms hop
+    assert slow["windows"] < unaware["windows"]  # several hops per step once behind
+    assert slow["max_lag_s"] > 0.3
+    assert slow["partial_latency_p50_ms"] > unaware["partial_latency_p50_ms"] + 300

@@ -73,7 +73,8 @@ def model_folder(key: str) -> str:
     if spec is None:
         return key
     if not spec.random_init:
-        return "demo" if key == "demo" else key
+        # STREAMER_BENCH_DEMO: another demo checkpoint folder (e.g. a newer one before it is bundled)
+        return os.environ.get("STREAMER_BENCH_DEMO") or ("demo" if key == "demo" else key)
     folder = cache_dir() / "models" / key
     if not (folder / ".complete").exists():
         build_random_folder(spec, folder)

@@ -15,6 +15,10 @@ DEFAULT_MODEL = "facebook/wav2vec2-base-960h"
 #: The name that resolves to the small model trained in this repository (assets/demo_model).
 DEMO_MODEL_NAME = "demo"
 
+#: OpenMP wait policy for torch's CPU threads, set before torch is imported ("" leaves the runtime's
+#: default). To be decided by the thread study in BENCHMARKS.md.
+OMP_WAIT_POLICY = ""
+
 
 @dataclass(frozen=True)
 class VadConfig:
@@ -91,18 +95,39 @@ class ModelConfig:
     name: str = DEFAULT_MODEL
     #: auto picks CUDA (fp16) when present, else CPU (fp32).
     device: str = "auto"
+    #: Weights and activations: auto is float16 on CUDA and float32 on CPU; float16 / bfloat16 on request.
+    dtype: str = "auto"
     #: int8 dynamic quantisation of the linear layers on CPU (faster, slightly different output).
     quantize: bool = False
     #: torch intra-op threads on CPU; 0 leaves torch's default.
     threads: int = 0
     #: Reuse convolutional features across overlapping windows where that is exact (layer-norm encoders).
     reuse_features: bool = True
+    #: Also reuse them behind a group-norm first conv layer (wav2vec2-base), which normalises each channel
+    #: over the whole window: its statistics are then held within norm_tolerance like the input's. Off until
+    #: its effect on text is measured on a trained group-norm checkpoint (BENCHMARKS.md).
+    reuse_group_norm: bool = False
+    #: Where input normalisation statistics come from while features are reused: "window" (the processor's
+    #: zero-mean unit-variance over the current window) or "utterance" (running statistics of the audio
+    #: seen since the utterance began, which approach the offline decode's whole-utterance statistics).
+    norm_stats: str = "window"
+    #: Cached features stay valid while the statistics they were computed with are within this relative
+    #: drift of the current ones; beyond it the window is recomputed from scratch with current statistics.
+    #: 0 means every window uses its own statistics exactly (no reuse on models whose features depend on
+    #: them: layer-norm encoders with a conv bias).
+    norm_tolerance: float = 0.1
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must not be negative, not {self.threads}")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16"):
+            raise ConfigError(f"dtype must be auto, float32, float16 or bfloat16, not {self.dtype!r}")
+        if self.norm_stats not in ("window", "utterance"):
+            raise ConfigError(f"norm_stats must be window or utterance, not {self.norm_stats!r}")
+        if self.norm_tolerance < 0:
+            raise ConfigError(f"norm_tolerance must not be negative, not {self.norm_tolerance}")
 
 
 @dataclass(frozen=True)

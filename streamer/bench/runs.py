@@ -1,0 +1,197 @@
+"""Three ways to drive the streaming core over a session, each giving the events with wall times.
+
+- realtime: the real pipeline (ring buffer, worker thread, Recognizer) fed by a source thread that delivers
+  the audio in capture-sized blocks at wall-clock pace. Compute delays show as latency; if the worker falls
+  behind it commits several hops per step (catch-up) and, if the ring buffer overflows, drops (counted).
+- unaware: computation-unaware. The Recognizer is fed block by block directly, with a clock that reads the
+  arrival time of the audio fed so far: compute counts as instantaneous, so latencies are the algorithm's
+  own (hop, look-ahead, VAD hangover, block size). One hop per step, as fast as the machine goes.
+- simulated: computation-aware without waiting: one virtual worker reads every block that has arrived by
+  the time it is free, and each feed takes the wall time it really took; events get virtual times. It
+  tracks the realtime mode closely (checked in BENCHMARKS.md) and is used for sweeps.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.audio.ringbuffer import RingBuffer
+from streamer.config import MODEL_SAMPLE_RATE, Config
+from streamer.events import AudioChunk, Event, StatsEvent
+from streamer.recognizer import Recognizer
+
+#: Audio is delivered in 20 ms blocks, the size of a typical capture callback (e.g. 960 frames at 48 kHz).
+BLOCK_MS = 20
+MODES = ("realtime", "unaware", "simulated")
+
+
+def block_samples(block_ms: int = BLOCK_MS) -> int:
+    return MODEL_SAMPLE_RATE * block_ms // 1000
+
+
+@dataclass
+class RunResult:
+    mode: str
+    events: list[Event]
+    #: Wall time at which sample 0 of the stream arrived (same clock as the events).
+    t0: float
+    audio_s: float
+    wall_s: float
+    compute_s: float
+    cpu_s: float
+    windows: int
+    dropped_samples: int = 0
+    max_lag_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def arrival(self, sample: int | np.ndarray) -> float | np.ndarray:
+        return self.t0 + np.asarray(sample) / MODEL_SAMPLE_RATE
+
+
+class PacedSource:
+    """Delivers audio into the ring buffer in blocks at wall-clock pace, like a microphone: never blocks,
+    so a worker that falls behind loses the oldest audio (counted by the ring buffer). `arrival_time(n)` is
+    when audio up to sample n had been spoken."""
+
+    def __init__(self, audio: np.ndarray, ring: RingBuffer, stop: threading.Event, block: int,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.audio = audio
+        self.ring = ring
+        self.stop = stop
+        self.block = block
+        self.clock = clock
+        self.started_at: float | None = None
+        self.late_s = 0.0  # how late the latest block was delivered (scheduling noise)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-source", daemon=True)
+
+    def arrival_time(self, sample: int) -> float:
+        assert self.started_at is not None
+        return self.started_at + sample / MODEL_SAMPLE_RATE
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            self.started_at = self.clock()
+            for i in range(0, len(self.audio), self.block):
+                block = self.audio[i:i + self.block]
+                due = self.arrival_time(i + len(block))
+                delay = due - self.clock()
+                if delay > 0 and self.stop.wait(delay):
+                    break
+                self.late_s = max(self.late_s, self.clock() - due)
+                self.ring.write(block)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.ring.close()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _reset(model) -> None:
+    if hasattr(model, "reset"):
+        model.reset()
+
+
+def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
+    from streamer.pipeline import Pipeline
+
+    _reset(model)
+    clock = time.perf_counter
+    ring = RingBuffer(int(config.buffer.ring_capacity_s * MODEL_SAMPLE_RATE))
+    stop = threading.Event()
+    source = PacedSource(audio, ring, stop, block_samples(block_ms), clock)
+    rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops)
+    events: list[Event] = []
+    max_lag = [0.0]
+
+    def collect(e: Event) -> None:
+        events.append(e)
+        if isinstance(e, StatsEvent):
+            max_lag[0] = max(max_lag[0], e.lag_s)
+
+    pipeline = Pipeline(rec, ring, [collect], stop=stop, clock=clock)
+    cpu0, w0 = time.process_time(), clock()
+    pipeline.start()
+    source.start()
+    try:
+        while not pipeline.finished.wait(0.25):
+            pass
+    finally:
+        stop.set()
+        ring.close()
+        source.join(5)
+        pipeline.join(5)
+    wall, cpu = clock() - w0, time.process_time() - cpu0
+    if pipeline.error is not None:
+        raise pipeline.error
+    if source.error is not None:
+        raise source.error
+    return RunResult("realtime", events, source.started_at, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s,
+                     cpu, rec.windows_run, pipeline.dropped_samples(), max_lag[0], _peak_rss_mb(),
+                     {"source_late_max_ms": round(source.late_s * 1000, 1)})
+
+
+def run_unaware(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
+    _reset(model)
+    now = [0.0]
+    rec = Recognizer(model, config, clock=lambda: now[0], max_hops_per_step=1)
+    block = block_samples(block_ms)
+    events: list[Event] = []
+    cpu0, w0 = time.process_time(), time.perf_counter()
+    for i in range(0, len(audio), block):
+        chunk = AudioChunk(i, audio[i:i + block], MODEL_SAMPLE_RATE)
+        now[0] = chunk.end_sample / MODEL_SAMPLE_RATE
+        events.extend(rec.feed(chunk))
+    events.extend(rec.finish())
+    wall, cpu = time.perf_counter() - w0, time.process_time() - cpu0
+    return RunResult("unaware", events, 0.0, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s, cpu,
+                     rec.windows_run, 0, 0.0, _peak_rss_mb())
+
+
+def run_simulated(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
+    _reset(model)
+    block = block_samples(block_ms)
+    state = {"v": 0.0, "p": 0.0}
+
+    def clock() -> float:  # virtual time: when this feed started + how long it has been running
+        return state["v"] + (time.perf_counter() - state["p"])
+
+    rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops)
+    events: list[Event] = []
+    n = len(audio)
+    pos, free_at, max_lag = 0, 0.0, 0.0
+    cpu0, w0 = time.process_time(), time.perf_counter()
+    while pos < n:
+        next_end = min(pos + block, n)
+        t = max(free_at, next_end / MODEL_SAMPLE_RATE)  # the worker wakes when free and audio is there
+        arrived = min(n, int(t * MODEL_SAMPLE_RATE) // block * block) if t * MODEL_SAMPLE_RATE < n else n
+        arrived = max(arrived, next_end)
+        max_lag = max(max_lag, (arrived - pos) / MODEL_SAMPLE_RATE)
+        state["v"], state["p"] = t, time.perf_counter()
+        events.extend(rec.feed(AudioChunk(pos, audio[pos:arrived], MODEL_SAMPLE_RATE)))
+        free_at = clock()
+        pos = arrived
+    state["v"], state["p"] = max(free_at, n / MODEL_SAMPLE_RATE), time.perf_counter()
+    events.extend(rec.finish())
+    wall, cpu = time.perf_counter() - w0, time.process_time() - cpu0
+    return RunResult("simulated", events, 0.0, n / MODEL_SAMPLE_RATE, wall, rec.compute_s, cpu, rec.windows_run,
+                     0, max_lag, _peak_rss_mb())
+
+
+RUNNERS = {"realtime": run_realtime, "unaware": run_unaware, "simulated": run_simulated}

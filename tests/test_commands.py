@@ -284,12 +284,13 @@ def test_cli_file_replay_runs_a_command_from_a_final(tmp_path, tiny_model, speec
 def test_demo_model_spoken_phrase_runs_the_listed_program(tmp_path):
     demo = demo_model_or_skip()
     marker = tmp_path / "marker"
-    path = write(tmp_path, marker_command("open-editor", "open the editor", marker))
-    clip = espeak_clip(tmp_path / "open.wav", ["open the editor"])
+    # A phrase the weak demo model (33% CER) hears nearly right: "STIRT RECORDING" scores 93.
+    path = write(tmp_path, marker_command("record", "start recording", marker))
+    clip = espeak_clip(tmp_path / "open.wav", ["start recording"])
     out = run_streamer(["--file", str(clip), "--no-tui", "--model", str(demo), "--commands", str(path),
                         "--commands-only"], tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "command: open-editor matched" in out.stderr, (out.stdout, out.stderr)
+    assert "command: record matched" in out.stderr, (out.stdout, out.stderr)
     assert wait_for(written(marker))
 
 

@@ -241,7 +241,7 @@ def part_speed(args, config: Config) -> dict:
         if args.speed_variants:
             variants = [v for v in variants if v[0] in args.speed_variants]
         _say(f"speed work on {key} ({len(variants)} variants) ...")
-        rows += suite.speed_part(key, audio, config.window, variants, device=args.device)
+        rows += suite.speed_part(key, audio, config.window, variants, device=args.device, threads=config.model.threads)
         if args.device == "cuda":
             from streamer.bench import gpu
 
@@ -339,7 +339,7 @@ def part_threads(args, config: Config) -> dict:
                                          f"wait {policy.lower()}{', busy core' if busy else ''}", "threads": threads,
                                          "omp_wait_policy": policy, "busy_core": busy,
                                          **{k: r[k] for k in ("window_ms", "step_ms_p50", "step_ms_p90", "rtf_at_hop",
-                                                              "conv_front_end_ms", "precision", "params_m")}})
+                                                              "conv_front_end_ms", "precision", "params_m", "torch_threads")}})
                 finally:
                     if hog is not None:
                         hog.kill()

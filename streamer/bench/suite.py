@@ -268,18 +268,19 @@ SPEED_VARIANTS = [
 
 
 def speed_part(key: str, clip_audio: np.ndarray, window: WindowConfig, variants=SPEED_VARIANTS,
-               device: str = "cpu", repeats: int = 1) -> list[dict]:
+               device: str = "cpu", repeats: int = 1, threads: int = 0) -> list[dict]:
     """Per variant: median compute per step over the steady-state windows of one utterance, the conv front
     end's share, RTF at the hop, and how far the logits move from the float32 full-window reference."""
     import torch
 
-    default_threads = torch.get_num_threads()
+    default_threads = threads or torch.get_num_threads()
     ref_logits = None
     out = []
     for name, kw in variants:
         if device == "cuda" and kw.get("quantize"):
             continue
-        torch.set_num_threads(kw.get("threads") or default_threads)
+        kw = {"threads": default_threads, **kw}
+        torch.set_num_threads(kw["threads"])
         ctc = load(key, replace(ModelConfig(device=device), **kw))
         windows = schedule_windows(ctc.geometry, window, clip_audio)
         steady = [w for w in windows if len(w[1]) == max(len(x[1]) for x in windows)]
@@ -307,6 +308,7 @@ def speed_part(key: str, clip_audio: np.ndarray, window: WindowConfig, variants=
                     feat_err.append(float((got - want).norm() / (want.norm() + 1e-12)))
         logits = logits[: len(windows)]
         row = {"model": key, "variant": name, **settings(Config(window=window, model=replace(ModelConfig(), **kw)), ctc),
+               "torch_threads": torch.get_num_threads(),
                "window_ms": round(len(steady[0][1]) / 16, 1), "steps": len(times),
                "step_ms_p50": round(float(np.median(times)) * 1000, 1),
                "step_ms_p90": round(float(np.percentile(times, 90)) * 1000, 1)}

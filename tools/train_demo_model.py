@@ -112,7 +112,7 @@ def build_model(args):
         num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
         hidden_dropout=args.dropout, attention_dropout=args.dropout, activation_dropout=args.dropout,
         feat_proj_dropout=args.dropout, final_dropout=0.0, layerdrop=0.0,
-        mask_time_prob=0.05, mask_time_length=5, mask_feature_prob=0.0,
+        mask_time_prob=args.mask_time_prob, mask_time_length=5, mask_feature_prob=0.0,
         ctc_loss_reduction="mean", ctc_zero_infinity=True,
     )
     return Wav2Vec2ForCTC(cfg)
@@ -217,6 +217,9 @@ class Pool:
             return [self.audio[j] for j in idx], [self.labels[j] for j in idx]
 
 
+SNR_DB = [5.0, 45.0]  # additive-noise SNR range for 80% of clips (--snr-db)
+
+
 def make_batch(clips, labels, rng: np.random.Generator, device, augment=True):
     """Pad with random silence, add gain/noise, normalise like Wav2Vec2FeatureExtractor."""
     import torch
@@ -234,7 +237,7 @@ def make_batch(clips, labels, rng: np.random.Generator, device, augment=True):
     mask = (torch.arange(T, device=device)[None, :] < tot_t[:, None]).long()
     speech_rms = (x.pow(2).sum(1) / torch.from_numpy(lens).float().to(device).clamp(min=1)).sqrt() + 1e-4
     if augment:
-        snr_db = torch.from_numpy(rng.uniform(5, 45, B)).float().to(device)
+        snr_db = torch.from_numpy(rng.uniform(SNR_DB[0], SNR_DB[1], B)).float().to(device)
         use = torch.from_numpy(rng.random(B) < 0.8).float().to(device)
         noise = torch.randn(B, T, device=device)
         # some brown-ish (low-pass) noise
@@ -350,7 +353,12 @@ def main(argv=None):
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ff", type=int, default=1024)
     ap.add_argument("--conv-dim", type=int, nargs=7, default=[32, 64, 128, 128, 128, 128, 256])
-    ap.add_argument("--dropout", type=float, default=0.05)
+    ap.add_argument("--dropout", type=float, default=0.05,
+                    help="dropout of the transformer (also applied over an --init-from config)")
+    ap.add_argument("--mask-time-prob", type=float, default=0.05,
+                    help="SpecAugment time masking (also applied over an --init-from config)")
+    ap.add_argument("--snr-db", type=float, nargs=2, default=[5.0, 45.0], metavar=("MIN", "MAX"),
+                    help="range of the additive-noise SNR augmentation")
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                     help="bf16 autocast (also on CPUs with avx512_bf16: ~1.5x faster there)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
@@ -363,6 +371,7 @@ def main(argv=None):
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
     ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
     args = ap.parse_args(argv)
+    SNR_DB[:] = args.snr_db
 
     if args.bundle:
         from transformers import Wav2Vec2ForCTC
@@ -441,7 +450,10 @@ def main(argv=None):
     prev_info = {}
     if args.init_from:  # continue from a saved folder (new optimizer state and LR schedule)
         from transformers import Wav2Vec2ForCTC
-        model = Wav2Vec2ForCTC.from_pretrained(args.init_from).float().to(device)
+        model = Wav2Vec2ForCTC.from_pretrained(
+            args.init_from, hidden_dropout=args.dropout, attention_dropout=args.dropout,
+            activation_dropout=args.dropout, feat_proj_dropout=args.dropout,
+            mask_time_prob=args.mask_time_prob).float().to(device)
         pi = Path(args.init_from) / "training_info.json"
         prev_info = json.loads(pi.read_text()) if pi.exists() else {}
     else:

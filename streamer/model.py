@@ -612,6 +612,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if model.config.vocab_size < len(processor.tokenizer.get_vocab()):
         raise ModelLoadError(f"{where}: the tokenizer has {vocab_size} tokens but the CTC head only {model.config.vocab_size}")
     model.eval()
+    n_parameters = sum(p.numel() for p in model.parameters())  # quantised linears no longer count as parameters
     quantized = False
     if device == "cpu":
         if config.threads:
@@ -626,6 +627,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if dtype != torch.float32 or device != "cpu":
         model = model.to(device=device, dtype=dtype)
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config)
+    ctc.parameters = n_parameters
     if warmup:
         ctc.warmup()
     return ctc

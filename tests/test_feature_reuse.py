@@ -90,6 +90,15 @@ def test_layer_norm_reuse_with_int8_matches_to_quantisation_rounding(tiny_folder
     assert worst < 0.02
 
 
+def test_int8_model_reports_the_parameters_of_the_checkpoint(tiny_folders):
+    """Quantised linear layers are packed and leave model.parameters(); the count shown in the UI header
+    and the benchmark's params_m must still be the checkpoint's."""
+    int8 = load(tiny_folders["large"], quantize=True)
+    fp32 = load(tiny_folders["large"])
+    assert int8.quantized and not fp32.quantized
+    assert int8.parameters == fp32.parameters > sum(p.numel() for p in int8.model.parameters())
+
+
 def test_zero_tolerance_is_the_processor_per_window(tiny_folders):
     """With no drift allowed every window is normalised with its own statistics, as the processor does."""
     import torch

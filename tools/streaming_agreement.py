@@ -22,9 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
-#: (hop_ms, left_context_ms, lookahead_ms); None = the defaults in streamer/config.py.
-SETTINGS = [None, (240, 500, 320), (240, 2000, 320), (240, 1000, 160), (240, 1000, 640), (480, 1000, 320),
-            (120, 1000, 320)]
+#: (hop_ms, left_context_ms, lookahead_ms); None = the defaults in streamer/config.py. All int8 (the CPU
+#: default) except the "float32" row, which streams the defaults with the float32 model.
+SETTINGS = [None, "float32", (160, 500, 320), (160, 1500, 320), (160, 750, 160), (160, 750, 640),
+            (240, 750, 320), (480, 750, 320), (120, 750, 320)]
 
 
 def offline(ctc, audio):
@@ -65,32 +66,36 @@ def main(argv=None) -> int:
     from streamer.config import ModelConfig, WindowConfig
     from streamer.model import load_model
 
+    # The reference is float32 (as `streamer --offline`); streaming runs at the CPU default (int8).
+    ctc32 = load_model(ModelConfig(name=a.model, device="cpu", quantize=False))
     ctc = load_model(ModelConfig(name=a.model, device="cpu"))
     data = load_heldout_clips(limit=a.limit or None)
     refs_true = [d[2] for d in data]
     t0 = time.time()
-    off = [offline(ctc, d[1]) for d in data]
+    off = [offline(ctc32, d[1]) for d in data]
     print(f"{len(data)} clips; offline CER vs truth {jiwer.cer(refs_true, off):.2%} ({time.time() - t0:.0f} s)")
     rows = []
-    header = f"{'hop':>5} {'left':>5} {'look':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
+    header = f"{'prec':>7} {'hop':>5} {'left':>5} {'look':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
     print(header)
     for s in SETTINGS:
-        window = WindowConfig() if s is None else WindowConfig(*s)
+        window = WindowConfig() if s is None or s == "float32" else WindowConfig(*s)
+        model = ctc32 if s == "float32" else ctc
+        prec = "int8" if model.quantized else "float32"
         outs, windows = [], 0
         for d in data:
-            text, rec = streamed(ctc, d[1], window)
+            text, rec = streamed(model, d[1], window)
             outs.append(text)
             windows += rec.windows_run
         pairs = [(o, s_) for o, s_ in zip(off, outs) if o or s_]
         cer = jiwer.cer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
         wer = jiwer.wer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
         same = sum(o == s_ for o, s_ in zip(off, outs)) / len(data)
-        row = {"hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
+        row = {"precision": prec, "hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
                "default": s is None, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
                "cer_vs_truth": jiwer.cer(refs_true, outs), "windows": windows, "clips": len(data)}
         rows.append(row)
         tag = " (default)" if s is None else ""
-        print(f"{window.hop_ms:>5} {window.left_context_ms:>5} {window.lookahead_ms:>5} {cer:>15.2%} {wer:>15.2%} "
+        print(f"{prec:>7} {window.hop_ms:>5} {window.left_context_ms:>5} {window.lookahead_ms:>5} {cer:>15.2%} {wer:>15.2%} "
               f"{same:>10.1%} {row['cer_vs_truth']:>13.2%} {windows:>8}{tag}")
         sys.stdout.flush()
     if a.json:

@@ -93,11 +93,23 @@ def main(argv=None) -> int:
         row = {"precision": prec, "hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
                "default": s is None, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
                "cer_vs_truth": jiwer.cer(refs_true, outs), "windows": windows, "clips": len(data)}
+        if s is None:  # the model's accuracy streamed at the defaults, per manifest group, beside offline
+            for group in sorted({d[0]["group"] for d in data}):
+                idx = [i for i, d in enumerate(data) if d[0]["group"] == group]
+                t = [refs_true[i] for i in idx]
+                row[group] = {"clips": len(idx),
+                              "streamed_cer": jiwer.cer(t, [outs[i] for i in idx]),
+                              "streamed_wer": jiwer.wer(t, [outs[i] for i in idx]),
+                              "offline_cer": jiwer.cer(t, [off[i] for i in idx]),
+                              "offline_wer": jiwer.wer(t, [off[i] for i in idx])}
         rows.append(row)
         tag = " (default)" if s is None else ""
         print(f"{prec:>7} {window.hop_ms:>5} {window.left_context_ms:>5} {window.lookahead_ms:>5} {cer:>15.2%} {wer:>15.2%} "
               f"{same:>10.1%} {row['cer_vs_truth']:>13.2%} {windows:>8}{tag}")
         sys.stdout.flush()
+    for group, g in ((k, v) for k, v in rows[0].items() if isinstance(v, dict)):
+        print(f"{group} ({g['clips']} clips) against the truth: streamed CER {g['streamed_cer']:.2%} "
+              f"WER {g['streamed_wer']:.2%}; offline CER {g['offline_cer']:.2%} WER {g['offline_wer']:.2%}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"model": a.model, "offline_cer_vs_truth": jiwer.cer(refs_true, off),

@@ -197,6 +197,14 @@ def test_shell_metacharacters_in_speech_are_never_executed(tmp_path, heard, runs
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["commands.toml"] + (["marker"] if runs else []))
 
 
+@pytest.mark.parametrize("heard,accepted", [("open the editer", True), ("open the door", False),
+                                            ("open the dor", False)])
+def test_default_threshold_takes_a_wrong_letter_not_a_different_word(tmp_path, heard, accepted):
+    """'open the dor' is how the demo model heard "open the door": it must not open the editor."""
+    cs = load_commands(write(tmp_path, marker_command("e", "open the editor", tmp_path / "e")))
+    assert best_match(cs, heard).accepted is accepted
+
+
 def test_best_command_wins_and_reports_its_score(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     path = write(tmp_path, marker_command("a", "open the editor", a) + marker_command("b", "open the terminal", b))
@@ -284,7 +292,7 @@ def test_cli_file_replay_runs_a_command_from_a_final(tmp_path, tiny_model, speec
 def test_demo_model_spoken_phrase_runs_the_listed_program(tmp_path):
     demo = demo_model_or_skip()
     marker = tmp_path / "marker"
-    # A phrase the weak demo model (33% CER) hears nearly right: "STIRT RECORDING" scores 93.
+    # A phrase the weak demo model (15% CER) hears nearly right: "STIRT RECORDING" scores 93.
     path = write(tmp_path, marker_command("record", "start recording", marker))
     clip = espeak_clip(tmp_path / "open.wav", ["start recording"])
     out = run_streamer(["--file", str(clip), "--no-tui", "--model", str(demo), "--commands", str(path),

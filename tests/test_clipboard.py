@@ -43,7 +43,7 @@ def test_demo_model_dictation_into_the_clipboard(tmp_path, xvfb):
     demo = demo_model_or_skip()
     from rapidfuzz import fuzz
 
-    # Phrases the weak demo model (33% CER) gets nearly right; spoken punctuation ("period" comes out as
+    # Phrases the weak demo model (15% CER) gets nearly right; spoken punctuation ("period" comes out as
     # "PARIED") is covered by the hand-written final sequences in tests/test_dictation.py.
     clip = espeak_clip(tmp_path / "dictate.wav", ["start recording", "show the time"])
     out = run_streamer(["--file", str(clip), "--no-tui", "--model", str(demo), "--clipboard", "append"], tmp_path,

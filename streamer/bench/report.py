@@ -245,6 +245,11 @@ def markdown_results(doc: dict) -> str:
              f"Python {m.get('python')}, torch {m.get('torch')}, transformers {m.get('transformers')}, "
              f"torch threads {m.get('torch_threads')}. Load average at start / end: {doc.get('loadavg_start')} / "
              f"{doc.get('loadavg_end')}.", ""]
+    parts = doc.get("parts") or {}
+    if len({(p.get("started") or "")[:13] for p in parts.values()}) > 1:  # merged from separate runs
+        lines[-1:-1] = ["Parts (each rerun alone with `--parts NAME`): " + "; ".join(
+            f"{name} {p.get('started', '?')} ({p.get('seconds', '?')} s, load {(p.get('loadavg') or [[None]])[0][0]})"
+            for name, p in parts.items()) + "."]
     t = targets(doc) if doc.get("headline") else []
     if t:
         lines += ["### Targets", ""] + [f"- {'met' if x['met'] else '**missed**' if x['met'] is False else 'n/a'}: "

@@ -17,8 +17,8 @@ DEMO_MODEL_NAME = "demo"
 
 #: OpenMP wait policy for torch's CPU threads, set before torch is imported ("" leaves the runtime's
 #: default, which spins): PASSIVE threads sleep between parallel regions. Thread study in BENCHMARKS.md,
-#: base model int8 step on the 2-core CPU: about 20 % slower on an idle machine, 2x faster and steady when
-#: another process keeps one core busy (spinning threads then fight it and the step time triples).
+#: base model int8 step on the 2-core CPU, 2 threads: 20-30 % slower on an idle machine, but 1.8x faster
+#: and steady when another process keeps one core busy (spinning threads then fight it: 205 vs 114 ms).
 OMP_WAIT_POLICY = "PASSIVE"
 
 
@@ -101,8 +101,9 @@ class ModelConfig:
     device: str = "auto"
     #: Weights and activations: auto is float16 on CUDA and float32 on CPU; float16 / bfloat16 on request.
     dtype: str = "auto"
-    #: int8 dynamic quantisation of the linear layers on CPU: the base-size step 2.5x faster; on the demo
-    #: model no measurable change of the text against float32 (BENCHMARKS.md). Ignored on CUDA.
+    #: int8 dynamic quantisation of the linear layers on CPU: the base-size step 1.75x faster (158 vs
+    #: 90 ms per window); on the demo model streamed text as close to the offline decode as float32's (10.3 vs
+    #: 10.2 % CER, tools/streaming_agreement.py; BENCHMARKS.md). Ignored on CUDA.
     quantize: bool = True
     #: torch intra-op threads on CPU; 0 leaves torch's default.
     threads: int = 0

@@ -340,7 +340,7 @@ class CTCModel:
     cost). Off by default: its fidelity cost can only be measured on a trained group-norm checkpoint."""
 
     def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool,
-                 config: ModelConfig | None = None) -> None:
+                 config: ModelConfig | None = None, parameters: int | None = None) -> None:
         import torch
 
         self.model = model
@@ -360,7 +360,8 @@ class CTCModel:
         self.do_normalize = bool(getattr(fe, "do_normalize", True))
         self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))
         self.feat_extract_norm = getattr(cfg, "feat_extract_norm", "group")
-        self.parameters = sum(p.numel() for p in model.parameters())
+        #: The checkpoint's parameter count (pass it for a quantised model: packed int8 linears leave parameters()).
+        self.parameters = parameters if parameters is not None else sum(p.numel() for p in model.parameters())
         self._torch = torch
         self.compute_s_total = 0.0
         self.config = config or ModelConfig(name=name)
@@ -612,7 +613,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if model.config.vocab_size < len(processor.tokenizer.get_vocab()):
         raise ModelLoadError(f"{where}: the tokenizer has {vocab_size} tokens but the CTC head only {model.config.vocab_size}")
     model.eval()
-    n_parameters = sum(p.numel() for p in model.parameters())  # quantised linears no longer count as parameters
+    n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
     quantized = False
     if device == "cpu":
         if config.threads:
@@ -626,8 +627,7 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
             quantized = True
     if dtype != torch.float32 or device != "cpu":
         model = model.to(device=device, dtype=dtype)
-    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config)
-    ctc.parameters = n_parameters
+    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters)
     if warmup:
         ctc.warmup()
     return ctc

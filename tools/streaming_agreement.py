@@ -37,6 +37,17 @@ def offline(ctc, audio):
     return " ".join(ctc.processor.batch_decode(ids)[0].split())
 
 
+def agreement(reference: list[str], hypothesis: list[str]) -> tuple[float, float, float]:
+    """CER, WER and identical share of hypothesis against reference; clips empty on both sides are skipped
+    (jiwer needs a non-empty reference)."""
+    import jiwer
+
+    pairs = [(r or "-", h) for r, h in zip(reference, hypothesis) if r or h]
+    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
+    same = sum(r == h for r, h in zip(reference, hypothesis)) / len(reference)
+    return jiwer.cer(refs, hyps), jiwer.wer(refs, hyps), same
+
+
 def streamed(ctc, audio, window):
     import numpy as np
 
@@ -80,10 +91,8 @@ def main(argv=None) -> int:
 
     pad = np.zeros(int(0.3 * 16000), np.float32)
     padded = [offline(ctc32, np.concatenate([pad, d[1], pad])) for d in data]
-    pairs = [(o, p_) for o, p_ in zip(off, padded) if o or p_]
-    pad_cer = jiwer.cer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
-    print(f"offline with 0.3 s more silence each side vs offline: CER {pad_cer:.2%}, "
-          f"identical {sum(o == p_ for o, p_ in zip(off, padded)) / len(data):.1%}")
+    pad_cer, _, pad_same = agreement(off, padded)
+    print(f"offline with 0.3 s more silence each side vs offline: CER {pad_cer:.2%}, identical {pad_same:.1%}")
     rows = []
     header = f"{'prec':>7} {'hop':>5} {'left':>5} {'look':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
     print(header)
@@ -96,10 +105,7 @@ def main(argv=None) -> int:
             text, rec = streamed(model, d[1], window)
             outs.append(text)
             windows += rec.windows_run
-        pairs = [(o, s_) for o, s_ in zip(off, outs) if o or s_]
-        cer = jiwer.cer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
-        wer = jiwer.wer([p[0] or "-" for p in pairs], [p[1] or "" for p in pairs])
-        same = sum(o == s_ for o, s_ in zip(off, outs)) / len(data)
+        cer, wer, same = agreement(off, outs)
         row = {"precision": prec, "hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
                "default": s is None, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
                "cer_vs_truth": jiwer.cer(refs_true, outs), "windows": windows, "clips": len(data)}

@@ -100,6 +100,12 @@ def _render_dev(item):
 
 
 # ------------------------------------------------------------------- model setup
+def regularisation(args) -> dict:
+    """Dropout and SpecAugment settings, for a new config and over an --init-from one alike."""
+    return dict(hidden_dropout=args.dropout, attention_dropout=args.dropout, activation_dropout=args.dropout,
+                feat_proj_dropout=args.dropout, mask_time_prob=args.mask_time_prob)
+
+
 def build_model(args):
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
     cfg = Wav2Vec2Config(
@@ -110,9 +116,7 @@ def build_model(args):
         conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_bias=True,
         feat_extract_norm="layer", do_stable_layer_norm=True,
         num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
-        hidden_dropout=args.dropout, attention_dropout=args.dropout, activation_dropout=args.dropout,
-        feat_proj_dropout=args.dropout, final_dropout=0.0, layerdrop=0.0,
-        mask_time_prob=args.mask_time_prob, mask_time_length=5, mask_feature_prob=0.0,
+        **regularisation(args), final_dropout=0.0, layerdrop=0.0, mask_time_length=5, mask_feature_prob=0.0,
         ctc_loss_reduction="mean", ctc_zero_infinity=True,
     )
     return Wav2Vec2ForCTC(cfg)
@@ -217,11 +221,9 @@ class Pool:
             return [self.audio[j] for j in idx], [self.labels[j] for j in idx]
 
 
-SNR_DB = [5.0, 45.0]  # additive-noise SNR range for 80% of clips (--snr-db)
-
-
-def make_batch(clips, labels, rng: np.random.Generator, device, augment=True):
-    """Pad with random silence, add gain/noise, normalise like Wav2Vec2FeatureExtractor."""
+def make_batch(clips, labels, rng: np.random.Generator, device, augment=True, snr_db=(5.0, 45.0)):
+    """Pad with random silence, add gain and noise (SNR uniform in snr_db for 80% of clips), normalise like
+    Wav2Vec2FeatureExtractor."""
     import torch
     B = len(clips)
     lead = rng.integers(0, SR // 2 + 1, B) if augment else np.zeros(B, int)
@@ -237,7 +239,7 @@ def make_batch(clips, labels, rng: np.random.Generator, device, augment=True):
     mask = (torch.arange(T, device=device)[None, :] < tot_t[:, None]).long()
     speech_rms = (x.pow(2).sum(1) / torch.from_numpy(lens).float().to(device).clamp(min=1)).sqrt() + 1e-4
     if augment:
-        snr_db = torch.from_numpy(rng.uniform(SNR_DB[0], SNR_DB[1], B)).float().to(device)
+        snr = torch.from_numpy(rng.uniform(snr_db[0], snr_db[1], B)).float().to(device)
         use = torch.from_numpy(rng.random(B) < 0.8).float().to(device)
         noise = torch.randn(B, T, device=device)
         # some brown-ish (low-pass) noise
@@ -246,7 +248,7 @@ def make_batch(clips, labels, rng: np.random.Generator, device, augment=True):
             k = torch.ones(1, 1, 9, device=device) / 3.0
             noise_lp = torch.nn.functional.conv1d(noise[:, None], k, padding=4)[:, 0]
             noise = torch.where(lp[:, None], noise_lp, noise)
-        scale = speech_rms * 10 ** (-snr_db / 20) * use
+        scale = speech_rms * 10 ** (-snr / 20) * use
         x = x + noise * scale[:, None]
         gain = torch.from_numpy(10 ** (rng.uniform(-25, 5, B) / 20)).float().to(device)
         x = x * gain[:, None]
@@ -371,7 +373,6 @@ def main(argv=None):
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
     ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
     args = ap.parse_args(argv)
-    SNR_DB[:] = args.snr_db
 
     if args.bundle:
         from transformers import Wav2Vec2ForCTC
@@ -450,10 +451,7 @@ def main(argv=None):
     prev_info = {}
     if args.init_from:  # continue from a saved folder (new optimizer state and LR schedule)
         from transformers import Wav2Vec2ForCTC
-        model = Wav2Vec2ForCTC.from_pretrained(
-            args.init_from, hidden_dropout=args.dropout, attention_dropout=args.dropout,
-            activation_dropout=args.dropout, feat_proj_dropout=args.dropout,
-            mask_time_prob=args.mask_time_prob).float().to(device)
+        model = Wav2Vec2ForCTC.from_pretrained(args.init_from, **regularisation(args)).float().to(device)
         pi = Path(args.init_from) / "training_info.json"
         prev_info = json.loads(pi.read_text()) if pi.exists() else {}
     else:
@@ -490,7 +488,7 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = lr
         clips, labels = data.sample_batch(rng, budget)
-        x, mask, y = make_batch(clips, labels, nrng, device)
+        x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db)
         audio_s += make_batch.last_samples / SR
         ctxm = torch.autocast(device_type=device.type, dtype=amp) if amp else _null()
         with ctxm:

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--no-tui", action="store_true", help="plain output: each final on its own stdout line")
     o.add_argument("--output", action="append", default=[], metavar="PATH",
                    help="write the transcript; by extension .txt, .srt, .vtt or .jsonl (repeatable)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing --output file (default: refuse)")
     o.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
     add_dictation_arguments(p)
     p.set_defaults(ring_capacity_s=d_buf.ring_capacity_s)
@@ -109,13 +110,13 @@ class StdoutFinals:
         pass
 
 
-def open_outputs(paths: list[str]):
+def open_outputs(paths: list[str], overwrite: bool = False):
     from streamer.sinks.files import open_output
 
     sinks = []
     try:
         for p in paths:
-            sinks.append(open_output(p))
+            sinks.append(open_output(p, overwrite))
     except StreamerError:
         for s in sinks:
             s.close()
@@ -135,7 +136,7 @@ def run_offline(args: argparse.Namespace, config: Config) -> int:
 
     info = probe(args.file)
     for p in args.output:
-        check_output_path(p)
+        check_output_path(p, args.overwrite)
     desktop = desktop_sink(args)
     ctc = load_model(config.model, warmup=False)
     audio = read_16k(info.path)
@@ -154,7 +155,7 @@ def run_offline(args: argparse.Namespace, config: Config) -> int:
     final = FinalEvent(audio_time_s=end_s, wall_time_s=time.time(), segment_id=0, text=text, words=words,
                        start_s=0.0, end_s=round(end_s, 3))
     print(text, flush=True)
-    for sink in open_outputs(args.output) + ([desktop] if desktop else []):
+    for sink in open_outputs(args.output, args.overwrite) + ([desktop] if desktop else []):
         sink.handle(final)
         sink.close()
     return 0
@@ -181,7 +182,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
 
     desktop = desktop_sink(args)  # clipboard / typing / commands / beam: checked before the model loads
     for p in args.output:
-        check_output_path(p)
+        check_output_path(p, args.overwrite)
     use_tui = wants_tui(args)
     _status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
@@ -192,7 +193,7 @@ def run_stream(args: argparse.Namespace, config: Config, source_factory, header:
     recognizer = Recognizer(ctc, config, clock=time.time,
                             max_hops_per_step=1 if fast else config.window.max_catch_up_hops,
                             final_rescorer=final_rescorer(args, ctc, desktop))
-    sinks = open_outputs(args.output) + ([desktop] if desktop else [])
+    sinks = open_outputs(args.output, args.overwrite) + ([desktop] if desktop else [])
     notices: list[str] = []
     if not use_tui:
         sinks.insert(0, StdoutFinals())

@@ -121,6 +121,8 @@ BAD = [
     (["--file", "{speech}", "--hop-ms", "-5"], "bad arguments"),
     (["--file", "{speech}", "--vad-aggressiveness", "7"], "aggressiveness"),
     (["--file", "{speech}", "--output", "x.docx"], "unknown output type"),
+    (["--file", "{speech}", "--output", "{existing}"], "already exists"),
+    (["--file", "{speech}", "--offline", "--output", "{existing}"], "already exists"),
     (["--offline"], "--offline needs --file"),
     (["--file", "{speech}", "--replay", "slow"], "bad arguments"),
     (["--file", "{speech}", "--device", "cuda"], "no CUDA GPU"),
@@ -135,12 +137,26 @@ def test_bad_input_is_one_line(args, expected, tmp_path, speech_wav, capsys, mon
     sf.write(empty, np.zeros((0, 1)), 16000)
     (tmp_path / "nocfg").mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # behave as on a machine with no hub, quickly
-    subs = {"{junk}": str(junk), "{empty}": str(empty), "{speech}": str(speech_wav), "{folder_without_config}": str(tmp_path / "nocfg")}
+    existing = tmp_path / "earlier.txt"
+    existing.write_text("A TRANSCRIPT FROM AN EARLIER RUN\n")
+    subs = {"{existing}": str(existing), "{junk}": str(junk), "{empty}": str(empty), "{speech}": str(speech_wav), "{folder_without_config}": str(tmp_path / "nocfg")}
     code = main([subs.get(a, a) for a in args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0
     assert len(err) == 1, err
     assert err[0].startswith("streamer: error: ") and expected in err[0], err
+    assert existing.read_text() == "A TRANSCRIPT FROM AN EARLIER RUN\n"  # a refused run leaves earlier output alone
+
+
+def test_overwrite_replaces_an_existing_output(speech_wav, tmp_path, capsys):
+    out = tmp_path / "t.txt"
+    out.write_text("OLD\n")
+    args = ["--file", str(speech_wav), "--model", "demo", "--no-tui", "--output", str(out)]
+    assert main(args) != 0 and out.read_text() == "OLD\n"
+    capsys.readouterr()
+    assert main(args + ["--overwrite"]) == 0
+    assert "OLD" not in out.read_text()
+    assert out.read_text().strip() == capsys.readouterr().out.strip()
 
 
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):

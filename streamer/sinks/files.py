@@ -105,16 +105,21 @@ class JsonlSink(_TextFileSink):
 SINKS = {".txt": TxtSink, ".srt": SrtSink, ".vtt": VttSink, ".jsonl": JsonlSink}
 
 
-def check_output_path(path: str | Path) -> Path:
+def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before anything runs, an unknown type, a folder, or a non-empty file that would be replaced
+    (a previous transcript is not lost by rerunning a command unless --overwrite says so)."""
     p = Path(path)
     if p.suffix.lower() not in SINKS:
         raise ConfigError(f"unknown output type {p.suffix or '(none)'!r} for {p}",
                           f"use one of {', '.join(OUTPUT_EXTENSIONS)}")
     if p.is_dir():
         raise ConfigError(f"output path {p} is a folder", "give a file name")
+    if not overwrite and p.is_file() and p.stat().st_size > 0:
+        raise ConfigError(f"output file {p} already exists ({p.stat().st_size} bytes)",
+                          "choose another path, or pass --overwrite to replace it")
     return p
 
 
-def open_output(path: str | Path):
-    p = check_output_path(path)
+def open_output(path: str | Path, overwrite: bool = False):
+    p = check_output_path(path, overwrite)
     return SINKS[p.suffix.lower()](p)

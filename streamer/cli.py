@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"context before the hop (default {d_win.left_context_ms})")
     w.add_argument("--lookahead-ms", type=_positive_int, default=d_win.lookahead_ms,
                    help=f"look-ahead after the hop, shown tentatively (default {d_win.lookahead_ms})")
+    w.add_argument("--final-pass-max-s", type=float, default=d_win.final_pass_max_s,
+                   help="decode each utterance up to this long once more in one pass for its final "
+                        f"(default {d_win.final_pass_max_s:g}; 0: finals are the stitched windows)")
     v = p.add_argument_group("voice activity detection")
     v.add_argument("--vad-aggressiveness", type=int, default=d_vad.aggressiveness, help=f"0..3 (default {d_vad.aggressiveness})")
     v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
@@ -83,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
         vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s,
                       confirm=args.vad_confirm),
-        window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms),
+        window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms,
+                            final_pass_max_s=args.final_pass_max_s),
         model=ModelConfig(name=args.model, device=args.device, quantize=args.quantize, threads=args.threads),
         buffer=BufferConfig(ring_capacity_s=args.ring_capacity_s),
     ).validate()

@@ -81,8 +81,16 @@ class WindowConfig:
     #: A worker behind real time commits up to this many hops in one (larger) window to catch up. File
     #: replay as fast as possible always uses one hop per step, so its output does not depend on timing.
     max_catch_up_hops: int = 4
+    #: The final of an utterance up to this long comes from one more model pass over the whole utterance
+    #: (the context the offline decode sees), so it does not depend on the window settings; partials and
+    #: longer utterances keep the stitched windows. Costs one pass per utterance (base int8 on the 2-core
+    #: CPU: ~0.07 s per second of speech). 20 s = every utterance not split by the VAD's max_segment_s;
+    #: 0 = finals are the stitched result.
+    final_pass_max_s: float = 20.0
 
     def validate(self) -> None:
+        if self.final_pass_max_s < 0:
+            raise ConfigError(f"final pass length must not be negative, not {self.final_pass_max_s} s")
         if self.hop_ms <= 0:
             raise ConfigError(f"hop must be positive, not {self.hop_ms} ms")
         if self.left_context_ms < 0 or self.lookahead_ms < 0:

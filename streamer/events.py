@@ -92,6 +92,9 @@ class FinalEvent(Event):
     end_s: float
     #: True when a long utterance was finalised in pieces (max segment length) rather than at a pause.
     forced: bool = False
+    #: True when the text comes from one model pass over the whole utterance (WindowConfig.final_pass_max_s)
+    #: rather than from the stitched windows.
+    full_pass: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@
 
 Per chunk: VAD boundaries are applied in order; inside a speech segment every window the schedule allows is
 run through the model, its hop frames committed to the stitcher and its look-ahead frames shown as the
-tentative tail (PartialEvent). At the end of a segment the rest is committed and a FinalEvent emitted. During
-silence the model is never called.
+tentative tail (PartialEvent). At the end of a segment the rest is committed and a FinalEvent emitted; for an
+utterance up to WindowConfig.final_pass_max_s the final's text and word times come from one more pass over
+the whole utterance (the context an offline decode sees). During silence the model is never called.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from streamer.config import MODEL_SAMPLE_RATE, Config
 from streamer.decoding import GreedyDecoder, Vocabulary
 from streamer.events import (AudioChunk, Event, FinalEvent, PartialEvent, SpeechBoundary, StatsEvent,
                              VadEvent, Window)
-from streamer.stitching import CTCStitcher
+from streamer.stitching import CTCStitcher, collapse
 from streamer.vad import VadSegmenter
 from streamer.windowing import FrameGeometry, WindowSchedule
 
@@ -107,7 +108,9 @@ class Recognizer:
         self.compute_s = 0.0
         self.windows_run = 0
         self.frames_computed = 0
+        self.final_passes = 0
         self._last_step_ms = 0.0
+        self._split = False  # the open segment was finalised in pieces (no final pass for it)
         self.final_rescorer = final_rescorer
         self._committed_logits: list[np.ndarray] = []  # only kept when a rescorer is set
 
@@ -152,6 +155,7 @@ class Recognizer:
             self._segment_count += 1
             self._segment = seg
             self._piece_start_s = self._s(start)
+            self._split = False
             self.stitcher.reset()
             self.stitcher.next_frame = seg.first_frame
             return [VadEvent(now_s, self.clock(), True, seg.segment_id)]
@@ -159,7 +163,8 @@ class Recognizer:
         if seg is None:
             return []
         events = self._run_windows(boundary.sample, final=True)
-        events.append(self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False))
+        events.append(self._full_pass_final(seg, boundary.sample)
+                      or self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False))
         self.stitcher.reset()
         self._committed_logits = []
         self._segment = None
@@ -239,7 +244,41 @@ class Recognizer:
         end_s = (head[-1].end_frame + 1) * self.geometry.frame_s
         event = self._final(seg, head, end_s=end_s, forced=True, last_frame=head[-1].end_frame)
         self._piece_start_s = end_s
+        self._split = True
         return [event]
+
+    def _full_pass_possible(self, seg: _Segment, end_sample: int) -> bool:
+        limit_s = self.config.window.final_pass_max_s
+        return (limit_s > 0 and not self._split
+                and self._s(end_sample - self.geometry.frame_start_sample(seg.first_frame)) <= limit_s)
+
+    def _full_pass_final(self, seg: _Segment, end_sample: int) -> FinalEvent | None:
+        """The final of a whole (unsplit) utterance from one model pass over all of its audio, on the same
+        frame grid as the windows (the pass starts at the segment's first frame)."""
+        if not self._full_pass_possible(seg, end_sample):
+            return None
+        start = self.geometry.frame_start_sample(seg.first_frame)
+        if start < self._history.start or end_sample <= start:
+            return None
+        audio = self._history.get(start, end_sample)
+        frames = self.geometry.frames_in(len(audio))
+        if frames == 0:
+            return None
+        t0 = time.perf_counter()
+        logits = self.model.logits(audio, None)[:frames]
+        self.compute_s += time.perf_counter() - t0
+        self.final_passes += 1
+        self.frames_computed += frames
+        tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
+        text = self.decoder.text(tokens)
+        if self.final_rescorer is not None:
+            text = self.final_rescorer(logits)
+            self._committed_logits = []
+        return FinalEvent(
+            audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
+            text=text, words=self.decoder.words(tokens),
+            start_s=round(self._piece_start_s, 3), end_s=round(self._s(end_sample), 3), forced=False, full_pass=True,
+        )
 
     def _final(self, seg: _Segment, tokens, end_s: float, forced: bool, last_frame: int | None = None) -> FinalEvent:
         text = self.decoder.text(tokens)
@@ -269,5 +308,7 @@ class Recognizer:
         else:
             committed = self.stitcher.next_frame
             first = max(self._segment.first_frame, committed - self.schedule.left_frames)
+            if self._full_pass_possible(self._segment, self._history.end):  # the final pass needs it all
+                first = self._segment.first_frame
             keep_from = min(self.geometry.frame_start_sample(first), self._history.end - self._keep_samples)
         self._history.trim_before(max(0, keep_from))

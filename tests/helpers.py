@@ -38,6 +38,16 @@ class LocalModel:
         return out
 
 
+class ContextModel(LocalModel):
+    """Like LocalModel, but every frame is scaled by the loudness of the whole input it is given, as a
+    wav2vec2 model's normalisation and attention make a frame depend on its context: windows and one pass
+    over the whole utterance disagree."""
+
+    def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
+        rms = float(np.sqrt(np.mean(np.asarray(audio, np.float64) ** 2))) or 1.0
+        return super().logits(np.asarray(audio, np.float32) * np.float32(0.15 / rms), start_sample)
+
+
 def always_speech(_frame: bytes) -> bool:
     return True
 

@@ -78,14 +78,17 @@ def test_bench_smoke_run_writes_sane_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(REPO), STREAMER_BENCH_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, "-m", "streamer", "bench", "--model", "tiny", "--clips", "smoke", "--threads", "1",
-           "--modes", "realtime,unaware,simulated", "--baselines", "all", "--idle-s", "0.5", "--json", str(out)]
+           "--modes", "realtime,unaware,simulated", "--baselines", "all", "--idle-s", "0.5", "--stitched", "--json", str(out)]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert "partial p50" in proc.stdout  # the terminal table
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["torch"]
-    runs = {r["mode"]: r for r in doc["results"] if r["system"] == "streamer"}
+    runs = {r["mode"]: r for r in doc["results"] if r["system"] == "streamer" and r["final_pass_max_s"] > 0}
     assert set(runs) == {"realtime", "unaware", "simulated"}
+    stitched = [r for r in doc["results"] if r["system"] == "streamer" and r["final_pass_max_s"] == 0]
+    assert [r["mode"] for r in stitched] == ["unaware"] and not stitched[0]["default_settings"]
+    assert 0 <= stitched[0]["fidelity_cer"] <= 1 and "final pass" in proc.stdout
     for mode, r in runs.items():
         for key in ("partial_latency_p50_ms", "partial_latency_p95_ms", "commit_latency_p50_ms",
                     "final_latency_p50_ms", "rtf", "cpu_s_per_audio_s", "peak_rss_mb"):

@@ -193,3 +193,20 @@ def test_hub_id_loads_from_the_local_cache_when_offline(models, speech_wav, tmp_
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     assert main(["--file", str(speech_wav), "--model", "test-org/tiny-ctc", "--offline"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_finals_come_from_the_final_pass_unless_it_is_off(speech_wav, tmp_path, capsys):
+    """Default: each utterance's final is one more pass over all of it (full_pass in the JSONL); with
+    --final-pass-max-s 0 the finals are the stitched windows' text."""
+    import json
+
+    for limit, expected in (("20", True), ("0", False)):
+        jl = tmp_path / f"pass{limit}.jsonl"
+        assert main(["--file", str(speech_wav), "--model", "demo", "--no-tui", "--final-pass-max-s", limit,
+                     "--output", str(jl)]) == 0
+        finals = [e for e in map(json.loads, jl.read_text().splitlines()) if e["type"] == "final"]
+        assert finals and all(f["full_pass"] is expected for f in finals), finals
+        assert any(f["text"] for f in finals)
+    capsys.readouterr()
+    assert main(["--file", str(speech_wav), "--final-pass-max-s", "-1"]) != 0
+    assert "final pass" in capsys.readouterr().err

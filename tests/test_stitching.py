@@ -1,9 +1,11 @@
 """The stitching invariant: streamed committed text equals the offline decode of the same frames."""
 
+import dataclasses
+
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from helpers import LocalModel, always_speech
+from helpers import ContextModel, LocalModel, always_speech
 from streamer.config import Config, VadConfig, WindowConfig
 from streamer.decoding import GreedyDecoder
 from streamer.events import AudioChunk, FinalEvent, PartialEvent
@@ -16,10 +18,12 @@ def offline_text(model, audio):
     return GreedyDecoder(model.vocabulary, model.geometry.frame_s).decode_logits(model.logits(audio))
 
 
-def stream(model, audio, window, chunk_samples, max_segment_s=20.0):
+def stream(model, audio, window, chunk_samples, max_segment_s=20.0, final_pass_max_s=0.0, rescorer=None):
+    """Stream through the core; finals from the stitched windows unless final_pass_max_s is given."""
+    window = dataclasses.replace(window, final_pass_max_s=final_pass_max_s)
     cfg = Config(window=window, vad=VadConfig(preroll_ms=0, max_segment_s=max_segment_s))
     vad = VadSegmenter(cfg.vad, classifier=always_speech)
-    rec = Recognizer(model, cfg, vad=vad)
+    rec = Recognizer(model, cfg, vad=vad, final_rescorer=rescorer)
     events = []
     for i in range(0, len(audio), chunk_samples):
         events += rec.feed(AudioChunk(i, audio[i : i + chunk_samples], 16000))
@@ -131,3 +135,54 @@ def test_tentative_text_continues_or_starts_a_word():
     assert new == " A"
     event = PartialEvent(0, 0, 0, "HI TH", cont, 0, 0)
     assert event.text == "HI THE A"
+
+
+# -- the final pass: one model pass over the whole utterance for its final -----------------------------------
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), seconds=st.floats(0.5, 6.0), hop_ms=st.sampled_from([60, 160, 240]),
+       left_ms=st.sampled_from([0, 300, 750]), look_ms=st.sampled_from([0, 160, 320]),
+       chunk=st.sampled_from([320, 1000, 4801]))
+def test_final_pass_equals_offline_decode_of_a_context_dependent_model(seed, seconds, hop_ms, left_ms, look_ms, chunk):
+    model = ContextModel()
+    audio = random_audio(seed, seconds)
+    events = stream(model, audio, WindowConfig(hop_ms, left_ms, look_ms), chunk, final_pass_max_s=20.0)
+    finals = [e for e in events if isinstance(e, FinalEvent)]
+    assert len(finals) == 1 and finals[0].full_pass and not finals[0].forced
+    assert finals[0].text == offline_text(model, audio)
+    dec = GreedyDecoder(model.vocabulary, model.geometry.frame_s)
+    whole = collapse(model.logits(audio).argmax(axis=-1), 0, 0).spans
+    assert finals[0].words == tuple(dec.words(whole))  # word times on the same 20 ms grid
+
+
+def test_stitched_finals_of_a_context_dependent_model_differ_without_the_pass():
+    """The guard for the test above: this model really does depend on context, so the pass matters."""
+    model = ContextModel()
+    differ = 0
+    for seed in range(5):
+        audio = random_audio(seed, 4.0)
+        stitched = [e for e in stream(model, audio, WindowConfig(160, 750, 320), 320) if isinstance(e, FinalEvent)]
+        assert not any(f.full_pass for f in stitched)
+        differ += " ".join(f.text for f in stitched if f.text) != offline_text(model, audio)
+    assert differ >= 3
+
+
+def test_final_pass_limits_long_and_split_utterances_to_the_stitched_windows():
+    model = ContextModel()
+    audio = random_audio(7, 5.0)
+    longer = [e for e in stream(model, audio, WindowConfig(160, 750, 320), 320, final_pass_max_s=3.0)
+              if isinstance(e, FinalEvent)]
+    assert len(longer) == 1 and not longer[0].full_pass  # 5 s utterance, 3 s limit: stitched
+    split = [e for e in stream(model, random_audio(8, 9.0), WindowConfig(240, 500, 160), 1600, max_segment_s=2.0,
+                               final_pass_max_s=20.0) if isinstance(e, FinalEvent)]
+    assert sum(f.forced for f in split) >= 2 and not any(f.full_pass for f in split)
+
+
+def test_final_pass_feeds_the_rescorer_the_whole_utterance():
+    model = ContextModel()
+    audio = random_audio(9, 3.0)
+    seen = []
+    rescorer = lambda logits: seen.append(logits) or "RESCORED"
+    finals = [e for e in stream(model, audio, WindowConfig(160, 750, 320), 320, final_pass_max_s=20.0,
+                                rescorer=rescorer) if isinstance(e, FinalEvent)]
+    assert [f.text for f in finals] == ["RESCORED"] and len(seen) == 1
+    np.testing.assert_array_equal(seen[0], model.logits(audio))

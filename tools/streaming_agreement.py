@@ -3,10 +3,13 @@
 
 For each window setting, every held-out clip (regenerated deterministically with espeak-ng from
 tools/demo_heldout_manifest.tsv) is streamed through the real core (streamer.recognizer.Recognizer: VAD,
-windows on the frame grid, stitching) one hop per step, and its finals are joined; the reference is the
+windows on the frame grid, stitching, the final pass) one hop per step, and its finals are joined; the reference is the
 offline decode of the same clip (processor -> one forward pass -> argmax -> batch_decode, as
 `streamer --offline`). Reports CER / WER between the two (jiwer), the share of identical clips, and the
-model's CER against the true text both ways. Prints a table and writes JSON.
+model's CER against the true text both ways. The defaults are run as shipped (finals from one more pass over
+each utterance, WindowConfig.final_pass_max_s) and with the final pass off, which measures the stitched
+windows alone; the other window settings only change the stitched result, so they run with it off. Prints a
+table and writes JSON.
 
     python tools/streaming_agreement.py --model demo --json benchmarks/results/agreement_demo.json
 """
@@ -16,16 +19,18 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
-#: (hop_ms, left_context_ms, lookahead_ms); None = the defaults in streamer/config.py. All int8 (the CPU
-#: default) except the "float32" row, which streams the defaults with the float32 model.
-SETTINGS = [None, "float32", (160, 500, 320), (160, 1500, 320), (160, 750, 160), (160, 750, 640),
-            (240, 750, 320), (480, 750, 320), (120, 750, 320)]
+#: (hop_ms, left_context_ms, lookahead_ms) or None = the defaults in streamer/config.py; precision (int8 is
+#: the CPU default); final pass on (as shipped) or off (the stitched windows alone).
+SETTINGS = [(None, "int8", True), (None, "float32", True), (None, "int8", False), (None, "float32", False)] + [
+    (w, "int8", False) for w in ((160, 500, 320), (160, 1500, 320), (160, 750, 160), (160, 750, 640),
+                                 (240, 750, 320), (480, 750, 320), (120, 750, 320))]
 
 
 def offline(ctc, audio):
@@ -94,12 +99,15 @@ def main(argv=None) -> int:
     pad_cer, _, pad_same = agreement(off, padded)
     print(f"offline with 0.3 s more silence each side vs offline: CER {pad_cer:.2%}, identical {pad_same:.1%}")
     rows = []
-    header = f"{'prec':>7} {'hop':>5} {'left':>5} {'look':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
+    header = f"{'prec':>7} {'hop':>5} {'left':>5} {'look':>5} {'pass':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
     print(header)
-    for s in SETTINGS:
-        window = WindowConfig() if s is None or s == "float32" else WindowConfig(*s)
-        model = ctc32 if s == "float32" else ctc
+    for s, precision, final_pass in SETTINGS:
+        window = WindowConfig() if s is None else WindowConfig(*s)
+        if not final_pass:
+            window = replace(window, final_pass_max_s=0.0)
+        model = ctc32 if precision == "float32" else ctc
         prec = "int8" if model.quantized else "float32"
+        default = s is None and prec == "int8" and final_pass
         outs, windows = [], 0
         for d in data:
             text, rec = streamed(model, d[1], window)
@@ -107,9 +115,9 @@ def main(argv=None) -> int:
             windows += rec.windows_run
         cer, wer, same = agreement(off, outs)
         row = {"precision": prec, "hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
-               "default": s is None, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
+               "final_pass_max_s": window.final_pass_max_s, "default": default, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
                "cer_vs_truth": jiwer.cer(refs_true, outs), "windows": windows, "clips": len(data)}
-        if s is None:  # the model's accuracy streamed at the defaults, per manifest group, beside offline
+        if s is None and prec == "int8":  # the model's accuracy streamed at the defaults, per manifest group, beside offline
             for group in sorted({d[0]["group"] for d in data}):
                 idx = [i for i, d in enumerate(data) if d[0]["group"] == group]
                 t = [refs_true[i] for i in idx]
@@ -119,13 +127,16 @@ def main(argv=None) -> int:
                               "offline_cer": jiwer.cer(t, [off[i] for i in idx]),
                               "offline_wer": jiwer.wer(t, [off[i] for i in idx])}
         rows.append(row)
-        tag = " (default)" if s is None else ""
-        print(f"{prec:>7} {window.hop_ms:>5} {window.left_context_ms:>5} {window.lookahead_ms:>5} {cer:>15.2%} {wer:>15.2%} "
+        tag = " (default)" if default else ""
+        print(f"{prec:>7} {window.hop_ms:>5} {window.left_context_ms:>5} {window.lookahead_ms:>5} "
+              f"{'on' if final_pass else 'off':>5} {cer:>15.2%} {wer:>15.2%} "
               f"{same:>10.1%} {row['cer_vs_truth']:>13.2%} {windows:>8}{tag}")
         sys.stdout.flush()
-    for group, g in ((k, v) for k, v in rows[0].items() if isinstance(v, dict)):
-        print(f"{group} ({g['clips']} clips) against the truth: streamed CER {g['streamed_cer']:.2%} "
-              f"WER {g['streamed_wer']:.2%}; offline CER {g['offline_cer']:.2%} WER {g['offline_wer']:.2%}")
+    for r in rows:
+        for group, g in ((k, v) for k, v in r.items() if isinstance(v, dict)):
+            print(f"{group} ({g['clips']} clips) against the truth, final pass {'on' if r['final_pass_max_s'] else 'off'}: "
+                  f"streamed CER {g['streamed_cer']:.2%} WER {g['streamed_wer']:.2%}; "
+                  f"offline CER {g['offline_cer']:.2%} WER {g['offline_wer']:.2%}")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"model": a.model, "offline_cer_vs_truth": jiwer.cer(refs_true, off),

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="all", help="all | none | comma list of offline, per_segment, hf_pipeline")
     p.add_argument("--idle-s", type=float, default=0.0, help="also measure idle CPU on this much room tone")
     p.add_argument("--variants", action="store_true", help="also run precision / reuse / normalisation variants (unaware)")
+    p.add_argument("--stitched", action="store_true",
+                   help="also an unaware run whose finals come from the stitched windows only (final pass off)")
     p.add_argument("--speed", type=_csv, default=[], metavar="MODELS", help="speed work on these models (one window at a time)")
     p.add_argument("--speed-s", type=float, default=6.0, help="seconds of speech the speed work steps through")
     p.add_argument("--speed-variants", type=_csv, default=None, help="only these speed variants (names as in the table)")
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hop-ms", type=int, default=d.window.hop_ms)
     g.add_argument("--left-context-ms", type=int, default=d.window.left_context_ms)
     g.add_argument("--lookahead-ms", type=int, default=d.window.lookahead_ms)
+    g.add_argument("--final-pass-max-s", type=float, default=d.window.final_pass_max_s)
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -81,7 +84,8 @@ def config_from(args) -> Config:
     d = Config()
     return Config(
         vad=d.vad, buffer=d.buffer,
-        window=replace(d.window, hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms),
+        window=replace(d.window, hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms,
+                       final_pass_max_s=args.final_pass_max_s),
         model=replace(d.model, device=args.device, dtype=args.dtype, quantize=args.quantize, threads=args.threads,
                       reuse_features=args.reuse, reuse_group_norm=args.reuse_group_norm),
     ).validate()
@@ -154,6 +158,12 @@ def part_streamer(args, config: Config) -> dict:
         r = suite.streamer_runs(ctc, config, w, [mode], None)[0]
         r.update(model=key, clips=args.realtime_clips if mode == "realtime" and args.realtime_clips else args.clips)
         pending.append((r, w))
+    if args.stitched and config.window.final_pass_max_s > 0:  # what the windows alone keep of the offline text
+        scfg = replace(config, window=replace(config.window, final_pass_max_s=0.0))
+        _say(f"{key}: unaware run with stitched finals (no final pass) ...")
+        r = suite.streamer_runs(ctc, scfg, work, ["unaware"], None)[0]
+        r.update(model=key, clips=args.clips)
+        pending.append((r, work))
     if args.idle_s > 0:
         idle = suite.idle_cpu(ctc, config, args.idle_s)
     if args.variants:
@@ -272,7 +282,8 @@ def part_sweep(args, config: Config) -> dict:
     for w in grid:
         cfg = replace(config, window=w)
         _say(f"sweep hop {w.hop_ms} / left {w.left_context_ms} / look-ahead {w.lookahead_ms} ...")
-        a = suite.streamer_runs(fid_ctc, cfg, fid_work, ["unaware"], off)[0]
+        # fidelity of the windows themselves: with the final pass every setting would give the offline text
+        a = suite.streamer_runs(fid_ctc, replace(cfg, window=replace(w, final_pass_max_s=0.0)), fid_work, ["unaware"], off)[0]
         c = suite.streamer_runs(cost_ctc, cfg, cost_work, [args.modes[0] if args.modes[0] != "unaware" else "simulated"], None)[0]
         row = {k: c[k] for k in ("hop_ms", "left_context_ms", "lookahead_ms", "mode", "partial_latency_p50_ms",
                                  "partial_latency_p95_ms", "commit_latency_p50_ms", "commit_latency_p95_ms",
@@ -290,10 +301,10 @@ def part_sweep(args, config: Config) -> dict:
 FULL_CPU = [
     ("headline", ["--model", "base", "--clips", "all", "--modes", "realtime,unaware", "--baselines", "all", "--idle-s", "5"]),
     ("demo", ["--model", "demo", "--clips", "all", "--realtime-clips", "sweep", "--modes", "realtime,unaware",
-              "--baselines", "all", "--variants"]),
+              "--baselines", "all", "--variants", "--stitched"]),
     # The demo model only recognises synthetic speech: its fidelity target is measured where it has text to keep.
     ("demo_synthetic", ["--model", "demo", "--clips", "synthetic", "--modes", "realtime,unaware",
-                        "--baselines", "offline,per_segment"]),
+                        "--baselines", "offline,per_segment", "--stitched"]),
     ("large", ["--model", "large", "--clips", "sweep", "--modes", "realtime", "--baselines", "offline,per_segment"]),
     ("speed", ["--speed", "demo,base,large"]),
     ("threads", ["--threads-study", "--model", "base", "--speed-s", "4"]),

@@ -46,13 +46,18 @@ def _pct(key):
     return lambda r: "-" if r.get(key) is None else f"{100 * r[key]:.2f}%"
 
 
+def _final_pass(r) -> str:
+    v = r.get("final_pass_max_s")
+    return "-" if v is None else "off" if not v else f"<= {v:g} s"
+
+
 def _cfg(r) -> str:
     return f"{r.get('hop_ms')}/{r.get('left_context_ms')}/{r.get('lookahead_ms')}"
 
 
 STREAMER_COLUMNS = [
-    ("model", "model"), ("mode", "mode"), ("clips", "clips"), (_cfg, "hop/left/look ms"), ("precision", "prec"),
-    ("partial_latency_p50_ms", "partial p50"), ("partial_latency_p95_ms", "p95"),
+    ("model", "model"), ("mode", "mode"), ("clips", "clips"), (_cfg, "hop/left/look ms"), (_final_pass, "final pass"),
+    ("precision", "prec"), ("partial_latency_p50_ms", "partial p50"), ("partial_latency_p95_ms", "p95"),
     ("commit_latency_p50_ms", "commit p50"), ("commit_latency_p95_ms", "p95"),
     ("final_latency_p50_ms", "final p50"), ("rtf", "RTF"), ("cpu_s_per_audio_s", "CPU s/s"),
     (_pct("fidelity_cer"), "CER vs offline"), (_pct("identical_share"), "identical"),
@@ -99,7 +104,7 @@ THREAD_COLUMNS = [
 SWEEP_COLUMNS = [
     (_cfg, "hop/left/look ms"), ("alg_partial_p50_ms", "alg. partial p50"), ("alg_commit_p50_ms", "alg. commit p50"),
     ("partial_latency_p50_ms", "partial p50"), ("partial_latency_p95_ms", "p95"), ("commit_latency_p50_ms", "commit p50"),
-    ("rtf", "RTF base"), ("dropped_samples", "dropped"), (_pct("demo_fidelity_cer"), "demo CER"),
+    ("rtf", "RTF base"), ("dropped_samples", "dropped"), (_pct("demo_fidelity_cer"), "demo CER (stitched)"),
     (_pct("demo_identical_share"), "identical"), (_pct("demo_partial_instability"), "unstable"),
 ]
 VARIANT_COLUMNS = [

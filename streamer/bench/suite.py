@@ -64,6 +64,7 @@ def load(key: str, model: ModelConfig, warmup: bool = True):
 def settings(config: Config, ctc=None) -> dict:
     w, m = config.window, config.model
     out = {"hop_ms": w.hop_ms, "left_context_ms": w.left_context_ms, "lookahead_ms": w.lookahead_ms,
+           "final_pass_max_s": w.final_pass_max_s,
            "max_catch_up_hops": w.max_catch_up_hops, "quantize": m.quantize, "threads": m.threads,
            "dtype": m.dtype, "reuse_features": m.reuse_features, "reuse_group_norm": m.reuse_group_norm,
            "norm_stats": m.norm_stats, "norm_tolerance": m.norm_tolerance, "device": m.device}

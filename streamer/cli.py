@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"hub id, local HF model folder, or 'demo' for the bundled demo model (default {DEFAULT_MODEL})")
     m.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="compute device (auto: CUDA fp16 if present)")
     m.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=ModelConfig().quantize,
-                   help="int8 dynamic quantisation of the linear layers on CPU (default on; --no-quantize: float32)")
+                   help="int8 dynamic quantisation of the linear layers on CPU (default: on for models of "
+                        f"{ModelConfig().quantize_min_parameters // 1_000_000} M parameters or more, e.g. "
+                        "wav2vec2-base; --quantize / --no-quantize force it)")
     m.add_argument("--threads", type=_positive_int, default=0, help="torch CPU threads (0: torch default)")
     w = p.add_argument_group("streaming windows")
     w.add_argument("--hop-ms", type=_positive_int, default=d_win.hop_ms, help=f"audio committed per step (default {d_win.hop_ms})")

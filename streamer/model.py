@@ -618,7 +618,8 @@ def load_model(config: ModelConfig, warmup: bool = True) -> CTCModel:
     if device == "cpu":
         if config.threads:
             torch.set_num_threads(config.threads)
-        if config.quantize and dtype == torch.float32:
+        want_int8 = config.quantize if config.quantize is not None else n_parameters >= config.quantize_min_parameters
+        if want_int8 and dtype == torch.float32:
             import warnings
 
             with warnings.catch_warnings():  # torch >= 2.10 points to torchao; the eager API still works

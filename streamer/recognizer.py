@@ -254,13 +254,17 @@ class Recognizer:
 
     def _full_pass_final(self, seg: _Segment, end_sample: int) -> FinalEvent | None:
         """The final of a whole (unsplit) utterance from one model pass over all of its audio, on the same
-        frame grid as the windows (the pass starts at the segment's first frame)."""
+        frame grid as the windows (the pass starts at the segment's first frame). The pass also takes the
+        silence the VAD heard after the utterance before ending it (the hangover beyond the kept tail), as
+        an offline decode of the recording would: a wav2vec2 model's frames depend on the whole input."""
         if not self._full_pass_possible(seg, end_sample):
             return None
         start = self.geometry.frame_start_sample(seg.first_frame)
         if start < self._history.start or end_sample <= start:
             return None
-        audio = self._history.get(start, end_sample)
+        vad = self.config.vad
+        heard_silence = max(0, int((vad.hangover_ms - vad.tail_ms) * self.sample_rate / 1000))
+        audio = self._history.get(start, min(self._history.end, end_sample + heard_silence))
         frames = self.geometry.frames_in(len(audio))
         if frames == 0:
             return None

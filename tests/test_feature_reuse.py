@@ -202,3 +202,17 @@ def test_config_validation():
         replace(ModelConfig(), norm_stats="segment").validate()
     with pytest.raises(ConfigError):
         replace(ModelConfig(), norm_tolerance=-1).validate()
+
+
+def test_auto_quantisation_picks_int8_by_model_size(tiny_folders):
+    """Default (quantize None): int8 on CPU only from quantize_min_parameters up (wav2vec2-base is 94 M);
+    a small model such as the demo stays float32, where int8 saves little and moves its text."""
+    small = load_model(ModelConfig(name=str(tiny_folders["large"]), threads=1), warmup=False)
+    assert ModelConfig().quantize is None and not small.quantized
+    assert small.parameters < ModelConfig().quantize_min_parameters
+    low = load_model(ModelConfig(name=str(tiny_folders["large"]), threads=1, quantize_min_parameters=small.parameters),
+                     warmup=False)
+    assert low.quantized
+    forced_off = load_model(ModelConfig(name=str(tiny_folders["large"]), threads=1, quantize=False,
+                                        quantize_min_parameters=0), warmup=False)
+    assert not forced_off.quantized

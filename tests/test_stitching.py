@@ -186,3 +186,35 @@ def test_final_pass_feeds_the_rescorer_the_whole_utterance():
                                 rescorer=rescorer) if isinstance(e, FinalEvent)]
     assert [f.text for f in finals] == ["RESCORED"] and len(seen) == 1
     np.testing.assert_array_equal(seen[0], model.logits(audio))
+
+
+def test_final_pass_hears_the_silence_the_vad_waited_for():
+    """The pass covers the utterance plus the hangover silence heard after it (as an offline decode of the
+    recording would), and nothing of what follows."""
+    from helpers import energy_speech
+
+    class Recording(LocalModel):
+        def __init__(self):
+            super().__init__()
+            self.passes = []
+
+        def logits(self, audio, start_sample=None):
+            if start_sample is None:
+                self.passes.append(len(audio))
+            return super().logits(audio, start_sample)
+
+    model = Recording()
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(16000, np.float32), (rng.normal(0, 0.2, 32000)).astype(np.float32),
+                            np.zeros(40000, np.float32), (rng.normal(0, 0.2, 16000)).astype(np.float32)])
+    cfg = Config()
+    rec = Recognizer(model, cfg, vad=VadSegmenter(cfg.vad, classifier=energy_speech))
+    events = []
+    for i in range(0, len(audio), 320):
+        events += rec.feed(AudioChunk(i, audio[i : i + 320], 16000))
+    first = [e for e in events if isinstance(e, FinalEvent)]
+    assert len(first) == 1 and first[0].full_pass
+    start = rec.schedule.first_frame(int(round(first[0].start_s * 16000))) * 320
+    heard = int(round(first[0].end_s * 16000)) + (cfg.vad.hangover_ms - cfg.vad.tail_ms) * 16
+    assert model.passes == [heard - start]
+    assert heard < 16000 + 32000 + 40000  # the next utterance is not in it

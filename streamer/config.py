@@ -84,8 +84,8 @@ class WindowConfig:
     #: The final of an utterance up to this long comes from one more model pass over the whole utterance
     #: (the context the offline decode sees), so it does not depend on the window settings; partials and
     #: longer utterances keep the stitched windows. Costs one pass per utterance (base int8 on the 2-core
-    #: CPU: ~0.07 s per second of speech). 20 s = every utterance not split by the VAD's max_segment_s;
-    #: 0 = finals are the stitched result.
+    #: CPU, BENCHMARKS.md: final p50 541 -> 744 ms after the end of speech, RTF 0.43 -> 0.47). 20 s = every
+    #: utterance not split by the VAD's max_segment_s; 0 = finals are the stitched result.
     final_pass_max_s: float = 20.0
 
     def validate(self) -> None:

@@ -108,7 +108,6 @@ class Recognizer:
         self.compute_s = 0.0
         self.windows_run = 0
         self.frames_computed = 0
-        self.final_passes = 0
         self._last_step_ms = 0.0
         self._split = False  # the open segment was finalised in pieces (no final pass for it)
         self.final_rescorer = final_rescorer
@@ -271,22 +270,19 @@ class Recognizer:
         t0 = time.perf_counter()
         logits = self.model.logits(audio, None)[:frames]
         self.compute_s += time.perf_counter() - t0
-        self.final_passes += 1
         self.frames_computed += frames
         tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
-        text = self.decoder.text(tokens)
-        if self.final_rescorer is not None:
-            text = self.final_rescorer(logits)
-            self._committed_logits = []
-        return FinalEvent(
-            audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
-            text=text, words=self.decoder.words(tokens),
-            start_s=round(self._piece_start_s, 3), end_s=round(self._s(end_sample), 3), forced=False, full_pass=True,
-        )
+        return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits)
 
-    def _final(self, seg: _Segment, tokens, end_s: float, forced: bool, last_frame: int | None = None) -> FinalEvent:
+    def _final(self, seg: _Segment, tokens, end_s: float, forced: bool, last_frame: int | None = None,
+               pass_logits: np.ndarray | None = None) -> FinalEvent:
+        """A FinalEvent for `tokens`; the rescorer (if any) gets the final pass's logits when there was one,
+        else the committed window logits up to last_frame."""
         text = self.decoder.text(tokens)
-        if self.final_rescorer is not None and self._committed_logits:
+        if pass_logits is not None:
+            if self.final_rescorer is not None:
+                text = self.final_rescorer(pass_logits)
+        elif self.final_rescorer is not None and self._committed_logits:
             frames = np.concatenate(self._committed_logits)
             first = self.stitcher.next_frame - len(frames)  # global frame of frames[0]
             cut = len(frames) if last_frame is None else last_frame + 1 - first
@@ -296,6 +292,7 @@ class Recognizer:
             audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
             text=text, words=self.decoder.words(tokens),
             start_s=round(self._piece_start_s, 3), end_s=round(end_s, 3), forced=forced,
+            full_pass=pass_logits is not None,
         )
 
     def stats(self) -> StatsEvent:

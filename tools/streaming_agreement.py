@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     from streamer.model import load_model
 
     # The reference is float32 (as `streamer --offline`); streaming runs at streamer's CPU default.
-    ctc32 = load_model(ModelConfig(name=a.model, device="cpu", quantize=False))
     ctc = load_model(ModelConfig(name=a.model, device="cpu"))
+    ctc32 = load_model(ModelConfig(name=a.model, device="cpu", quantize=False)) if ctc.quantized else ctc
     models = {"default": ctc, "int8": ctc if ctc.quantized else load_model(ModelConfig(name=a.model, device="cpu", quantize=True))}
     data = load_heldout_clips(limit=a.limit or None)
     refs_true = [d[2] for d in data]

@@ -46,27 +46,26 @@ def dbfs(x: np.ndarray) -> tuple[float, float]:
     return 20 * np.log10(max(rms, 1e-6)), 20 * np.log10(max(peak, 1e-6))
 
 
-class FileReplay:
-    """Replays an audio file into the ring buffer: `fast` (blocking writes, as fast as the worker reads) or
-    `realtime` (paced by the wall clock like a microphone; never blocks, drops are counted)."""
+class BlockReplay:
+    """Feeds 16 kHz blocks into the ring buffer from its own thread: `fast` (blocking writes, as fast as the
+    worker reads) or `realtime` (paced by the clock like a microphone; never blocks, so a worker that falls
+    behind loses the oldest audio, counted by the ring buffer). `arrival_time(n)` is when audio up to sample n
+    had arrived; `late_s` is how late the latest-delivered block was at worst (scheduling noise)."""
 
-    def __init__(self, path: str | Path, ring: RingBuffer, mode: str, stop: threading.Event,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, blocks: Iterable[np.ndarray], ring: RingBuffer, mode: str, stop: threading.Event,
+                 clock: Callable[[], float] = time.time, name: str = "replay") -> None:
         if mode not in ("fast", "realtime"):
             raise ValueError(f"replay mode must be fast or realtime, not {mode!r}")
-        self.info = probe(path)
+        self.blocks = blocks
         self.ring = ring
         self.mode = mode
         self.stop = stop
         self.clock = clock
         self.samples_written = 0
         self.started_at: float | None = None
+        self.late_s = 0.0
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="file-replay", daemon=True)
-
-    @property
-    def total_samples(self) -> int:
-        return int(round(self.info.frames * MODEL_SAMPLE_RATE / self.info.sample_rate))
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def arrival_time(self, sample: int) -> float:
         """Wall time at which audio up to `sample` had arrived (realtime pacing)."""
@@ -82,14 +81,15 @@ class FileReplay:
     def _run(self) -> None:
         try:
             self.started_at = self.clock()
-            for block in iter_blocks_16k(self.info.path):
+            for block in self.blocks:
                 if self.stop.is_set():
                     break
                 if self.mode == "realtime":
-                    due = self.started_at + (self.samples_written + len(block)) / MODEL_SAMPLE_RATE
+                    due = self.arrival_time(self.samples_written + len(block))
                     delay = due - self.clock()
                     if delay > 0 and self.stop.wait(delay):
                         break
+                    self.late_s = max(self.late_s, self.clock() - due)
                     self.ring.write(block)
                 else:
                     self.ring.write(block, block=True)
@@ -98,6 +98,19 @@ class FileReplay:
             self.error = exc
         finally:
             self.ring.close()
+
+
+class FileReplay(BlockReplay):
+    """Replays an audio file (any rate, resampled to 16 kHz as it is read) into the ring buffer."""
+
+    def __init__(self, path: str | Path, ring: RingBuffer, mode: str, stop: threading.Event,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.info = probe(path)
+        super().__init__(iter_blocks_16k(self.info.path), ring, mode, stop, clock, name="file-replay")
+
+    @property
+    def total_samples(self) -> int:
+        return int(round(self.info.frames * MODEL_SAMPLE_RATE / self.info.sample_rate))
 
 
 class Pipeline:

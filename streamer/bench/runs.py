@@ -24,6 +24,7 @@ import numpy as np
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.config import MODEL_SAMPLE_RATE, Config
 from streamer.events import AudioChunk, Event, StatsEvent
+from streamer.pipeline import BlockReplay
 from streamer.recognizer import Recognizer
 
 #: Audio is delivered in 20 ms blocks, the size of a typical capture callback (e.g. 960 frames at 48 kHz).
@@ -55,48 +56,11 @@ class RunResult:
         return self.t0 + np.asarray(sample) / MODEL_SAMPLE_RATE
 
 
-class PacedSource:
-    """Delivers audio into the ring buffer in blocks at wall-clock pace, like a microphone: never blocks,
-    so a worker that falls behind loses the oldest audio (counted by the ring buffer). `arrival_time(n)` is
-    when audio up to sample n had been spoken."""
-
-    def __init__(self, audio: np.ndarray, ring: RingBuffer, stop: threading.Event, block: int,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
-        self.audio = audio
-        self.ring = ring
-        self.stop = stop
-        self.block = block
-        self.clock = clock
-        self.started_at: float | None = None
-        self.late_s = 0.0  # how late the latest block was delivered (scheduling noise)
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bench-source", daemon=True)
-
-    def arrival_time(self, sample: int) -> float:
-        assert self.started_at is not None
-        return self.started_at + sample / MODEL_SAMPLE_RATE
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            self.started_at = self.clock()
-            for i in range(0, len(self.audio), self.block):
-                block = self.audio[i:i + self.block]
-                due = self.arrival_time(i + len(block))
-                delay = due - self.clock()
-                if delay > 0 and self.stop.wait(delay):
-                    break
-                self.late_s = max(self.late_s, self.clock() - due)
-                self.ring.write(block)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.ring.close()
+def paced_source(audio: np.ndarray, ring: RingBuffer, stop: threading.Event, block: int,
+                 clock: Callable[[], float] = time.perf_counter) -> BlockReplay:
+    """Delivers `audio` into the ring buffer in blocks at wall-clock pace, like a microphone."""
+    blocks = (audio[i:i + block] for i in range(0, len(audio), block))
+    return BlockReplay(blocks, ring, "realtime", stop, clock, name="bench-source")
 
 
 def _peak_rss_mb() -> float:
@@ -115,7 +79,7 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
     clock = time.perf_counter
     ring = RingBuffer(int(config.buffer.ring_capacity_s * MODEL_SAMPLE_RATE))
     stop = threading.Event()
-    source = PacedSource(audio, ring, stop, block_samples(block_ms), clock)
+    source = paced_source(audio, ring, stop, block_samples(block_ms), clock)
     rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops)
     events: list[Event] = []
     max_lag = [0.0]

@@ -35,12 +35,9 @@ SETTINGS = [(None, "default", True), (None, "int8", True), (None, "default", Fal
 
 
 def offline(ctc, audio):
-    import torch
+    from streamer.bench.baselines import greedy_decode
 
-    inputs = ctc.processor(audio, sampling_rate=16000, return_tensors="pt")
-    with torch.inference_mode():
-        ids = torch.argmax(ctc.model(**inputs).logits, dim=-1)
-    return " ".join(ctc.processor.batch_decode(ids)[0].split())
+    return " ".join(greedy_decode(ctc.model, ctc.processor, audio).split())
 
 
 def agreement(reference: list[str], hypothesis: list[str]) -> tuple[float, float, float]:

@@ -369,6 +369,9 @@ def main(argv=None):
     ap.add_argument("--dev-per-group", type=int, default=48)
     ap.add_argument("--final-eval", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--init-from", default="", help="start from this HF folder instead of random weights")
+    ap.add_argument("--freeze-feature-encoder", action="store_true",
+                    help="train only the transformer and CTC head (with --init-from: ~1.6x faster steps on CPU, "
+                         "as the convolutional front end's backward pass is skipped)")
     ap.add_argument("--bundle", nargs=2, metavar=("SRC", "DST"),
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
     ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
@@ -458,7 +461,11 @@ def main(argv=None):
         model = build_model(args).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr_peak, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    if args.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"feature encoder frozen: training {n_train / 1e6:.2f} M parameters", flush=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr_peak, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     amp = torch.bfloat16 if args.amp else None
     rng = random.Random(args.seed + 1)
     nrng = np.random.default_rng(args.seed + 2)

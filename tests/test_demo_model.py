@@ -117,3 +117,38 @@ def test_nonspeech_gives_no_text(asr, kind):
         audio = _read(AUDIO / "nonspeech_music_brahms_15s.wav")
     hyp = asr(audio)
     assert _letters(hyp) <= MAX_NONSPEECH_LETTERS, f"{kind}: {hyp!r}"
+
+
+def test_batched_evaluation_equals_one_clip_at_a_time(asr):
+    """tools/eval_demo_model.py decodes held-out clips in padded batches; each clip's text must be what the
+    model gives for that clip alone (the frames computed for another clip's padding are not decoded), or
+    the reported CER is not the model's."""
+    import sys
+    transformers = pytest.importorskip("transformers")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from eval_demo_model import transcribe
+
+    model = transformers.Wav2Vec2ForCTC.from_pretrained(str(MODEL)).eval()
+    processor = transformers.Wav2Vec2Processor.from_pretrained(str(MODEL))
+    clips = [_read(CLIPS / name) for name, _ in _references()]
+    clips.append(np.zeros(4 * 16000, dtype=np.float32))  # longer than any clip: the others get padding
+    batched = transcribe(model, processor, clips, batch_size=len(clips))
+    assert batched == [asr(c) for c in clips]
+
+
+def test_training_dev_decode_leaves_out_padding_frames():
+    """The training script's dev CER decodes each clip only up to its own frames (hand-built logits: a
+    short clip 'HI' padded to the length of a longer one whose padding frames say 'X')."""
+    import sys
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from train_demo_model import greedy_decode
+
+    ids = {"<pad>": 0, "|": 4, "H": 11, "I": 10, "X": 28, "O": 8}
+    rows = [["H", "<pad>", "I", "I", "X", "X"], ["H", "O", "|", "H", "<pad>", "I"]]
+    logits = torch.full((2, 6, 32), -10.0)
+    for b, row in enumerate(rows):
+        for t, tok in enumerate(row):
+            logits[b, t, ids[tok]] = 10.0
+    assert greedy_decode(logits, [4, 6]) == ["HI", "HO HI"]
+    assert greedy_decode(logits) == ["HIX", "HO HI"]

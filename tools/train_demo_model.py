@@ -267,11 +267,15 @@ def make_batch(clips, labels, rng: np.random.Generator, device, augment=True, sn
 
 
 # ------------------------------------------------------------------ evaluation
-def greedy_decode(logits, mask=None):
+def greedy_decode(logits, frames=None):
+    """Greedy CTC text per row; `frames` (per row) cuts each row to its clip's own frames, leaving out
+    those computed for the batch's zero padding (they would add stray letters after the last word)."""
     inv = {v: k for k, v in dc.VOCAB.items()}
     ids = logits.argmax(-1).cpu().numpy()
     out = []
-    for row in ids:
+    for b, row in enumerate(ids):
+        if frames is not None:
+            row = row[:int(frames[b])]
         prev, chars = -1, []
         for t in row:
             if t != prev and t > 4:
@@ -314,7 +318,7 @@ def evaluate(model, dev, device, amp_dtype=None):
             ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else _null()
             with ctx:
                 logits = model(x, attention_mask=mask).logits.float()
-            hyps = greedy_decode(logits)
+            hyps = greedy_decode(logits, model._get_feat_extract_output_lengths(mask.sum(-1)))
             for (g, _, ref), h in zip(chunk, hyps):
                 res.setdefault(g, ([], []))
                 res[g][0].append(ref)
@@ -394,6 +398,9 @@ def main(argv=None):
         print("building corpus ...", flush=True)
         print(json.dumps(dc.build_corpus(corpus, args.seed)), flush=True)
     manifest = dc.read_manifest(Path(args.manifest)) if Path(args.manifest).exists() else []
+    everyday = Path(__file__).resolve().parent / "demo_everyday_manifest.tsv"  # a second check set
+    if everyday.exists():
+        manifest += dc.read_manifest(everyday)
     exclude = {dc.label_of(it["text"]) for it in manifest}
     heldout_labels = {dc.label_of(t) for _, t in dc.read_corpus(corpus / "heldout.tsv")}
     exclude |= heldout_labels

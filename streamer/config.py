@@ -112,8 +112,8 @@ class ModelConfig:
     #: int8 dynamic quantisation of the linear layers on CPU (ignored on CUDA). None = auto: on for models
     #: of quantize_min_parameters or more. It makes the base-size step 1.75x faster (158 vs 90 ms per
     #: window, BENCHMARKS.md) but the 3 M demo model's only 1.24x (21 vs 17 ms, at RTF 0.1 either way),
-    #: and int8 rounding moves text away from the float32 offline decode (phase-5 demo model, final pass, 30
-    #: held-out clips: 1.34 % CER int8 vs 0.21 % float32; tools/streaming_agreement.py).
+    #: and int8 rounding moves text away from the float32 offline decode (phase-6 demo model, final pass, 30
+    #: held-out clips: 0.85 % CER int8 vs 0.11 % float32; tools/streaming_agreement.py).
     quantize: bool | None = None
     #: Smallest model (parameters) that auto quantisation makes int8: wav2vec2-base (94 M) and larger are.
     quantize_min_parameters: int = 20_000_000

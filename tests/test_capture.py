@@ -318,9 +318,11 @@ def test_live_captions_match_offline_decode_demo_model(virtual_mic, tmp_path, ut
               f"{result['streamed']}\n  offline:  {offline}\n  first partial {result['first_partial_s']:.2f} s, "
               f"first final {result['first_final_s']:.2f} s after speech onset")
     assert len(result["finals"]) == 3
-    # Measured 0.020 with the committed (phase-5) demo model and the final pass (0.098 with phase 4): the
-    # clip holds three utterances, each decoded on its own, while the offline decode sees all three at once,
-    # and this weak model (9% CER against the truth) flips letters on such context changes (0.083 / 0.146
+    # Measured 0.096-0.115 with the committed (phase-6) demo model and the final pass (0.020 with phase 5,
+    # 0.098 with phase 4; here the streamed 'TURN OF THE LIGTES' is nearer the truth than the offline
+    # 'TERNOFGF THE LIGHTS'): the clip holds three utterances, each decoded on its own, while the offline
+    # decode sees all three at once, and this weak model (8% CER against the truth) flips letters on such
+    # context changes (0.083 / 0.146
     # with the phase-3 / phase-2 models and stitched finals). This bound guards against regressions in the capture
     # path (lost or duplicated audio gives far more).
     assert cer <= 0.20

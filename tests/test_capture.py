@@ -322,9 +322,8 @@ def test_live_captions_match_offline_decode_demo_model(virtual_mic, tmp_path, ut
     # 0.098 with phase 4; here the streamed 'TURN OF THE LIGTES' is nearer the truth than the offline
     # 'TERNOFGF THE LIGHTS'): the clip holds three utterances, each decoded on its own, while the offline
     # decode sees all three at once, and this weak model (8% CER against the truth) flips letters on such
-    # context changes (0.083 / 0.146
-    # with the phase-3 / phase-2 models and stitched finals). This bound guards against regressions in the capture
-    # path (lost or duplicated audio gives far more).
+    # context changes (0.083 / 0.146 with the phase-3 / phase-2 models and stitched finals). This bound
+    # guards against regressions in the capture path (lost or duplicated audio gives far more).
     assert cer <= 0.20
 
 

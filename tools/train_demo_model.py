@@ -398,10 +398,9 @@ def main(argv=None):
         print("building corpus ...", flush=True)
         print(json.dumps(dc.build_corpus(corpus, args.seed)), flush=True)
     manifest = dc.read_manifest(Path(args.manifest)) if Path(args.manifest).exists() else []
-    everyday = Path(__file__).resolve().parent / "demo_everyday_manifest.tsv"  # a second check set
-    if everyday.exists():
-        manifest += dc.read_manifest(everyday)
-    exclude = {dc.label_of(it["text"]) for it in manifest}
+    everyday = Path(__file__).resolve().parent / "demo_everyday_manifest.tsv"  # a second check set:
+    checks = manifest + (dc.read_manifest(everyday) if everyday.exists() else [])  # kept out, never dev
+    exclude = {dc.label_of(it["text"]) for it in checks}
     heldout_labels = {dc.label_of(t) for _, t in dc.read_corpus(corpus / "heldout.tsv")}
     exclude |= heldout_labels
 

@@ -376,6 +376,9 @@ def main(argv=None):
     ap.add_argument("--freeze-feature-encoder", action="store_true",
                     help="train only the transformer and CTC head (with --init-from: ~1.6x faster steps on CPU, "
                          "as the convolutional front end's backward pass is skipped)")
+    ap.add_argument("--freeze-feature-encoder-after-min", type=float, default=0.0, metavar="MIN",
+                    help="freeze the feature encoder once MIN minutes of training have passed (a run from random "
+                         "weights: the front end learns first, then the rest of the run takes the faster steps)")
     ap.add_argument("--bundle", nargs=2, metavar=("SRC", "DST"),
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
     ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
@@ -492,8 +495,14 @@ def main(argv=None):
     losses: list[float] = []
     history = []
     model.train()
+    frozen = args.freeze_feature_encoder
     while True:
         el = time.time() - t_train
+        if not frozen and args.freeze_feature_encoder_after_min and el >= args.freeze_feature_encoder_after_min * 60:
+            model.freeze_feature_encoder()  # its parameters get no grad from now on: AdamW skips them
+            frozen = True
+            info["feature_encoder_frozen_at"] = {"step": step, "minutes": el / 60, "audio_h": audio_s / 3600}
+            print(f"feature encoder frozen at step {step} ({el / 60:.1f} min)", flush=True)
         frac = step / args.max_steps if args.max_steps else el / budget_s
         if frac >= 1.0:
             break

@@ -202,10 +202,16 @@ class Pool:
     def hours(self):
         return self.total / SR / 3600
 
-    def sample_batch(self, rng: random.Random, budget_samples: int):
+    def sample_batch(self, rng: random.Random, budget_samples: int, max_anchor_samples: int = 0):
+        """A batch of clips of similar length; with max_anchor_samples, of clips about that long or shorter
+        (the anchor is drawn among those: a short-utterance curriculum)."""
         with self.lock:
             n = len(self.audio)
             anchor = rng.randrange(n)
+            for _ in range(256 if max_anchor_samples else 0):
+                if self.lens[anchor] <= max_anchor_samples:
+                    break
+                anchor = rng.randrange(n)
             target = self.lens[anchor]
             # candidates of similar length: sample some, keep those within 25%
             idx = [anchor]
@@ -379,6 +385,10 @@ def main(argv=None):
     ap.add_argument("--freeze-feature-encoder-after-min", type=float, default=0.0, metavar="MIN",
                     help="freeze the feature encoder once MIN minutes of training have passed (a run from random "
                          "weights: the front end learns first, then the rest of the run takes the faster steps)")
+    ap.add_argument("--short-first-min", type=float, default=0.0, metavar="MIN",
+                    help="for the first MIN minutes train on short clips only (see --short-max-s): CTC from random "
+                         "weights leaves its all-blank plateau sooner on short utterances (SortaGrad-like)")
+    ap.add_argument("--short-max-s", type=float, default=2.5, help="clip length limit of --short-first-min")
     ap.add_argument("--bundle", nargs=2, metavar=("SRC", "DST"),
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
     ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
@@ -481,7 +491,10 @@ def main(argv=None):
     budget = int(batch_seconds * SR)
     info = {"params": n_params, "device": dev_name, "args": vars(args), "host": platform.node(),
             "gpu": torch.cuda.get_device_name(0) if cuda else None,
-            "cpu_count": os.cpu_count(), "torch": torch.__version__}
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            # the architecture actually trained (under --init-from it comes from that folder, not from args)
+            "architecture": {k: getattr(model.config, k) for k in (
+                "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim")}}
     import transformers
     info["transformers"] = transformers.__version__
     if prev_info:
@@ -509,7 +522,8 @@ def main(argv=None):
         lr = lr_peak * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        clips, labels = data.sample_batch(rng, budget)
+        short = int(args.short_max_s * SR) if el < args.short_first_min * 60 else 0
+        clips, labels = data.sample_batch(rng, budget, short)
         x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db)
         audio_s += make_batch.last_samples / SR
         ctxm = torch.autocast(device_type=device.type, dtype=amp) if amp else _null()

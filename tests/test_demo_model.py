@@ -152,3 +152,23 @@ def test_training_dev_decode_leaves_out_padding_frames():
             logits[b, t, ids[tok]] = 10.0
     assert greedy_decode(logits, [4, 6]) == ["HI", "HO HI"]
     assert greedy_decode(logits) == ["HIX", "HO HI"]
+
+
+def test_training_short_clip_curriculum_draws_only_short_clips():
+    """--short-first-min: while it lasts, batches hold clips about --short-max-s long or shorter (the anchor
+    is drawn among those and the rest of the batch has similar lengths); without it, all lengths occur."""
+    import random
+    import sys
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from train_demo_model import SR, Pool
+
+    pool = Pool(torch.device("cpu"), max_seconds=10_000, seed=0)
+    for i in range(400):
+        seconds = (1.0, 2.0, 6.0, 9.0)[i % 4]
+        pool.add(np.zeros(int(seconds * SR), dtype=np.float32), "HI THERE")
+    rng = random.Random(1)
+    short = [len(c) / SR for _ in range(50) for c in pool.sample_batch(rng, 40 * SR, int(2.5 * SR))[0]]
+    every = [len(c) / SR for _ in range(50) for c in pool.sample_batch(rng, 40 * SR)[0]]
+    assert max(short) <= 2.0 and min(short) == 1.0
+    assert {1.0, 2.0, 6.0, 9.0} <= set(every)

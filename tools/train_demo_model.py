@@ -384,10 +384,12 @@ def main(argv=None):
                          "as the convolutional front end's backward pass is skipped)")
     ap.add_argument("--freeze-feature-encoder-after-min", type=float, default=0.0, metavar="MIN",
                     help="freeze the feature encoder once MIN minutes of training have passed (a run from random "
-                         "weights: the front end learns first, then the rest of the run takes the faster steps)")
+                         "weights: the front end learns first, then the rest of the run takes the faster steps; "
+                         "wall clock, also with --max-steps)")
     ap.add_argument("--short-first-min", type=float, default=0.0, metavar="MIN",
                     help="for the first MIN minutes train on short clips only (see --short-max-s): CTC from random "
-                         "weights leaves its all-blank plateau sooner on short utterances (SortaGrad-like)")
+                         "weights leaves its all-blank plateau sooner on short utterances (SortaGrad-like); wall "
+                         "clock, also with --max-steps")
     ap.add_argument("--short-max-s", type=float, default=2.5, help="clip length limit of --short-first-min")
     ap.add_argument("--bundle", nargs=2, metavar=("SRC", "DST"),
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")

@@ -165,3 +165,26 @@ def test_simulated_mode_falls_behind_and_catches_up_when_compute_exceeds_the_hop
     assert slow["windows"] < unaware["windows"]  # several hops per step once behind
     assert slow["max_lag_s"] > 0.3
     assert slow["partial_latency_p50_ms"] > unaware["partial_latency_p50_ms"] + 300
+
+
+def test_machine_line_names_each_version_with_its_parts_when_merged_parts_differ():
+    from streamer.bench.report import markdown_results
+
+    def part(started, transformers):
+        return {"seconds": 1.0, "loadavg": [[0.1], [0.2]], "started": started,
+                "versions": {"python": "3.11.7", "torch": "2.13.0+cpu", "transformers": transformers}}
+
+    machine = {"cpu": "X", "cores": 2, "memory_gb": 8, "platform": "p", "python": "3.11.7",
+               "torch": "2.13.0+cpu", "transformers": "9.9.9", "torch_threads": 2}
+    mixed = {"machine": machine, "parts": {"headline": part("2026-11-22 01:00:00", "5.23.0"),
+                                           "demo": part("2026-11-30 15:00:00", "5.24.0"),
+                                           "sweep": part("2026-11-22 02:00:00", "5.23.0")}}
+    line = next(x for x in markdown_results(mixed).splitlines() if x.startswith("Machine:"))
+    assert "transformers 5.23.0 (headline, sweep) / 5.24.0 (demo)," in line
+    assert "torch 2.13.0+cpu," in line and "9.9.9" not in line
+    same = {"machine": machine, "parts": {"headline": part("2026-11-22 01:00:00", "5.23.0")}}
+    line = next(x for x in markdown_results(same).splitlines() if x.startswith("Machine:"))
+    assert "transformers 5.23.0," in line
+    old = {"machine": machine, "parts": {"headline": {"started": "2026-11-22 01:00:00"}}}  # no versions recorded
+    line = next(x for x in markdown_results(old).splitlines() if x.startswith("Machine:"))
+    assert "transformers 9.9.9," in line

@@ -376,6 +376,10 @@ def run_part(args) -> dict:
     return out
 
 
+# software versions a part records in its own "machine" (parts merged from separate runs may differ)
+VERSION_KEYS = ("python", "torch", "transformers", "numpy")
+
+
 def merge(doc: dict, part: dict, name: str) -> None:
     doc["results"] += part.get("results", [])
     for key in ("speed", "sweep", "threads", "notes"):
@@ -437,8 +441,10 @@ def full(args, argv: list[str]) -> int:
             doc["notes"].append(f"part {name} has no results (not run, or failed)")
             continue
         part = json.loads(part_json.read_text())
+        pm = part.get("machine") or {}
         doc["parts"][name] = {"seconds": part.get("part_seconds"), "loadavg": part.get("part_loadavg"),
-                              "started": part.get("started")}
+                              "started": part.get("started"),
+                              "versions": {k: pm.get(k) for k in VERSION_KEYS if pm.get(k)}}
         merge(doc, part, name)
     starts = sorted(p["started"] for p in doc["parts"].values() if p.get("started"))
     doc["started"] = starts[0] if starts else None

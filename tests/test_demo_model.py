@@ -9,6 +9,7 @@ processor or decode fails them.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,45 @@ def test_training_short_clip_curriculum_draws_only_short_clips():
     every = [len(c) / SR for _ in range(50) for c in pool.sample_batch(rng, 40 * SR)[0]]
     assert max(short) <= 2.0 and min(short) == 1.0
     assert {1.0, 2.0, 6.0, 9.0} <= set(every)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_stop_after_min_saves_a_loadable_model_before_the_lr_schedule_ends(tmp_path):
+    """A tiny end-to-end run of the training script (its own process: it forks espeak-ng workers):
+    clips from a two-line corpus, a tiny model. --stop-after-min ends training (and saves a complete HF
+    folder) while the LR schedule, laid over --max-minutes, is still near its peak: how phases 1 and 3
+    of the committed recipe ended."""
+    import subprocess
+    import sys
+    pytest.importorskip("torch")
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.tsv").write_text("fortunes\tthe cat sat on the mat.\nman\tprint the working directory.\n")
+    (corpus / "heldout.tsv").write_text("fortunes\ta dog ran in the park.\n")
+    manifest = tmp_path / "manifest.tsv"
+    lines = (ROOT / "tools" / "demo_heldout_manifest.tsv").read_text().splitlines()
+    manifest.write_text("\n".join([lines[0], lines[1], lines[-1]]) + "\n")  # one item per group
+    out = tmp_path / "model"
+    args = ["--corpus-dir", str(corpus), "--manifest", str(manifest), "--out", str(out), "--device", "cpu",
+            "--workers", "1", "--threads", "1", "--pool-hours", "0.003", "--gen-max-minutes", "0.5",
+            "--hidden", "32", "--layers", "1", "--heads", "2", "--ff", "64", "--conv-dim", *["8"] * 7,
+            "--batch-seconds", "8", "--lr", "1e-3", "--warmup-steps", "1", "--max-minutes", "2",
+            "--stop-after-min", "0.05", "--eval-every-min", "100", "--ckpt-every-min", "100",
+            "--dev-per-group", "1"]
+    driver = (f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r}); import demo_corpus, train_demo_model; "
+              "demo_corpus.wordlist_for_random = lambda: ['cat', 'dog', 'mat']; "  # no wamerican needed
+              f"train_demo_model.main({args!r})")
+    run = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "stopped after" in run.stdout
+
+    info = json.loads((out / "training_info.json").read_text())
+    assert info["stopped_early"]["minutes"] >= 0.05 and info["train_minutes"] < 1.0
+    assert info["stopped_early"]["schedule_fraction"] < 0.1 and info["last_lr"] > 0.9e-3
+    assert info["steps"] == info["stopped_early"]["step"] >= 1
+    assert set(info["final_dev_fp32"]) == {"seen_voices", "heldout_voice"}
+    model = Wav2Vec2ForCTC.from_pretrained(out)
+    assert model.config.hidden_size == 32 and list(model.config.conv_stride) == [5, 2, 2, 2, 2, 2, 2]
+    Wav2Vec2Processor.from_pretrained(out)

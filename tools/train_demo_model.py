@@ -357,6 +357,10 @@ def main(argv=None):
     ap.add_argument("--pool-max-hours", type=float, default=150.0)
     ap.add_argument("--max-minutes", type=float, default=20.0, help="training wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=0, help="if >0, schedule by steps instead of time")
+    ap.add_argument("--stop-after-min", type=float, default=0.0, metavar="MIN",
+                    help="stop (and save to --out) after MIN minutes of training although the LR schedule is laid "
+                         "over --max-minutes / --max-steps: how phases 1 and 3 of the committed model ended "
+                         "(stopped at 45 of 80 and 101 of 125 minutes); see tools/train_chain.sh")
     ap.add_argument("--batch-seconds", type=float, default=0, help="padded audio per batch (0: 800 cuda / 160 cpu)")
     ap.add_argument("--lr", type=float, default=0, help="peak LR (0: 2e-3 cuda / 1.5e-3 cpu)")
     ap.add_argument("--warmup-steps", type=int, default=0, help="0: 400 cuda / 150 cpu")
@@ -521,9 +525,15 @@ def main(argv=None):
         frac = step / args.max_steps if args.max_steps else el / budget_s
         if frac >= 1.0:
             break
+        if args.stop_after_min and el >= args.stop_after_min * 60:
+            info["stopped_early"] = {"step": step, "minutes": el / 60, "schedule_fraction": frac}
+            print(f"stopped after {el / 60:.1f} min (--stop-after-min) at step {step}, "
+                  f"{frac:.0%} of the LR schedule", flush=True)
+            break
         lr = lr_peak * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
+        info["last_lr"] = lr
         short = int(args.short_max_s * SR) if el < args.short_first_min * 60 else 0
         clips, labels = data.sample_batch(rng, budget, short)
         x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db)

@@ -175,37 +175,43 @@ def test_training_short_clip_curriculum_draws_only_short_clips():
     assert {1.0, 2.0, 6.0, 9.0} <= set(every)
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
-def test_training_stop_after_min_saves_a_loadable_model_before_the_lr_schedule_ends(tmp_path):
-    """A tiny end-to-end run of the training script (its own process: it forks espeak-ng workers):
-    clips from a two-line corpus, a tiny model. --stop-after-min ends training (and saves a complete HF
-    folder) while the LR schedule, laid over --max-minutes, is still near its peak: how phases 1 and 3
-    of the committed recipe ended."""
+def _tiny_training(tmp_path: Path, out: Path, *extra: str) -> str:
+    """Run the training script on a two-line corpus with a tiny model, in its own process (it forks
+    espeak-ng workers; in-process, a forked worker once hung the suite); return its stdout."""
     import subprocess
     import sys
-    pytest.importorskip("torch")
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
-
     corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "train.tsv").write_text("fortunes\tthe cat sat on the mat.\nman\tprint the working directory.\n")
-    (corpus / "heldout.tsv").write_text("fortunes\ta dog ran in the park.\n")
     manifest = tmp_path / "manifest.tsv"
-    lines = (ROOT / "tools" / "demo_heldout_manifest.tsv").read_text().splitlines()
-    manifest.write_text("\n".join([lines[0], lines[1], lines[-1]]) + "\n")  # one item per group
-    out = tmp_path / "model"
+    if not corpus.exists():
+        corpus.mkdir()
+        (corpus / "train.tsv").write_text("fortunes\tthe cat sat on the mat.\nman\tprint the working directory.\n")
+        (corpus / "heldout.tsv").write_text("fortunes\ta dog ran in the park.\n")
+        lines = (ROOT / "tools" / "demo_heldout_manifest.tsv").read_text().splitlines()
+        manifest.write_text("\n".join([lines[0], lines[1], lines[-1]]) + "\n")  # one item per group
     args = ["--corpus-dir", str(corpus), "--manifest", str(manifest), "--out", str(out), "--device", "cpu",
             "--workers", "1", "--threads", "1", "--pool-hours", "0.003", "--gen-max-minutes", "0.5",
             "--hidden", "32", "--layers", "1", "--heads", "2", "--ff", "64", "--conv-dim", *["8"] * 7,
-            "--batch-seconds", "8", "--lr", "1e-3", "--warmup-steps", "1", "--max-minutes", "2",
-            "--stop-after-min", "0.05", "--eval-every-min", "100", "--ckpt-every-min", "100",
-            "--dev-per-group", "1"]
+            "--batch-seconds", "8", "--lr", "1e-3", "--warmup-steps", "1",
+            "--eval-every-min", "100", "--ckpt-every-min", "100", "--dev-per-group", "1", *extra]
     driver = (f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r}); import demo_corpus, train_demo_model; "
               "demo_corpus.wordlist_for_random = lambda: ['cat', 'dog', 'mat']; "  # no wamerican needed
-              f"train_demo_model.main({args!r})")
+              f"train_demo_model.main({list(args)!r})")
     run = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "stopped after" in run.stdout
+    return run.stdout
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_stop_after_min_saves_a_loadable_model_before_the_lr_schedule_ends(tmp_path):
+    """A tiny end-to-end run of the training script: clips from a two-line corpus, a tiny model.
+    --stop-after-min ends training (and saves a complete HF folder) while the LR schedule, laid over
+    --max-minutes, is still near its peak: how phases 1 and 3 of the committed recipe ended."""
+    pytest.importorskip("torch")
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    out = tmp_path / "model"
+    stdout = _tiny_training(tmp_path, out, "--max-minutes", "2", "--stop-after-min", "0.05")
+    assert "stopped after" in stdout
 
     info = json.loads((out / "training_info.json").read_text())
     assert info["stopped_early"]["minutes"] >= 0.05 and info["train_minutes"] < 1.0
@@ -215,3 +221,28 @@ def test_training_stop_after_min_saves_a_loadable_model_before_the_lr_schedule_e
     model = Wav2Vec2ForCTC.from_pretrained(out)
     assert model.config.hidden_size == 32 and list(model.config.conv_stride) == [5, 2, 2, 2, 2, 2, 2]
     Wav2Vec2Processor.from_pretrained(out)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_resumed_after_a_stop_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    """--resume continues from <out>_latest/trainer_state.pt (weights, optimizer, step, clock, RNG states,
+    the fixed pool regenerated clip for clip): with a step schedule on one thread, a run stopped at step 3
+    and resumed ends bit for bit where an uninterrupted 6-step run ends (dropout and time masks on)."""
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    steps = ("--max-steps", "6", "--max-minutes", "100", "--dropout", "0.1", "--mask-time-prob", "0.3")
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    _tiny_training(tmp_path, whole, *steps)
+    assert "stopped at step 3" in _tiny_training(tmp_path, part, *steps, "--stop-after-steps", "3")
+    stopped = load_file(part / "model.safetensors")
+    assert "resuming from" in _tiny_training(tmp_path, part, *steps, "--resume")
+
+    info = json.loads((part / "training_info.json").read_text())
+    assert info["steps"] == 6 and [r["step"] for r in info["resumed"]] == [3] and "stopped_early" not in info
+    a, b = load_file(whole / "model.safetensors"), load_file(part / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], stopped[k]) for k in a)  # steps 4-6 did change the weights
+    # no --resume: the old checkpoint is ignored and the run starts afresh
+    assert "resuming" not in _tiny_training(tmp_path, part, *steps, "--stop-after-steps", "1")

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # The committed demo model's recipe, end to end: corpus, six training phases, fp16 bundle, evaluation.
 #
-#   bash tools/train_chain.sh [OUT] [FIRST_PHASE]       (defaults: build/chain 1)
+#   bash tools/train_chain.sh [OUT]       (default: build/chain)
 #
 # About 8.7 hours on a 2-core CPU (511 min of training + audio generation and evaluations). Each phase
 # writes OUT/phaseN/demo_model (fp32), its fp16 bundle OUT/phaseN/bundle and OUT/phaseN.log; the next
 # phase starts from that bundle, as the committed phases 3-6 did (phase 2 started from phase 1's fp32
-# checkpoint). FIRST_PHASE > 1 resumes after an interruption from OUT/phase(N-1). The result is
-# OUT/bundle with OUT/eval_heldout.json and OUT/eval_everyday.json; OUT/times.tsv has each stage's time.
+# checkpoint). The result is OUT/bundle with OUT/eval_heldout.json and OUT/eval_everyday.json;
+# OUT/times.tsv has each stage's time (a resumed stage gets one row per attempt).
+# Interrupted (a reboot, a session's end)? Run the same command again: finished phases (their bundle
+# exists) are skipped and the interrupted one continues from its last checkpoint (train_demo_model.py
+# --resume: weights, optimizer, step, elapsed training time, RNG states; a checkpoint every 5 minutes).
 # Needs the packages of tools/ci_apt_packages_demo.txt and the project's venv (scripts/setup.sh).
 # Phases 1 and 3 were stopped by hand in the committed run (45 of 80 and 101 of 125 minutes); here
 # --stop-after-min does that. Phases 1 and 2 ran with 1 torch thread (the CPU was shared then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-build/chain}
-FIRST=${2:-1}
 PY=${PYTHON:-.venv/bin/python}
 T=tools/train_demo_model.py
 mkdir -p "$OUT"
@@ -24,7 +26,7 @@ stage() {  # stage NAME LOG COMMAND...: run, log, time
   local name=$1 log=$2; shift 2
   local t0; t0=$(date +%s)
   echo "[$(date -u +%H:%M:%S)] $name: $*"
-  "$@" > "$log" 2>&1 || { echo "$name failed: see $log" >&2; exit 1; }
+  "$@" >> "$log" 2>&1 || { echo "$name failed: see $log" >&2; exit 1; }
   printf '%s\t%s\t%s\n' "$name" "$(date -u -d @"$t0" +%FT%TZ)" "$(( $(date +%s) - t0 ))" >> "$OUT/times.tsv"
 }
 
@@ -40,8 +42,8 @@ LATE=(--device cpu --threads 2 --workers 2 --pool-hours 12 --gen-max-minutes 3 -
 
 phase() {  # phase N ARGS...: train phase N from the previous phase's output, then bundle it
   local n=$1; shift
-  [ "$n" -lt "$FIRST" ] && return 0
-  stage "phase$n" "$OUT/phase$n.log" "$PY" $T "$@" --out "$OUT/phase$n/demo_model"
+  if [ -f "$OUT/phase$n/bundle/model.safetensors" ]; then echo "phase$n: done ($OUT/phase$n/bundle)"; return 0; fi
+  stage "phase$n" "$OUT/phase$n.log" "$PY" $T "$@" --resume --out "$OUT/phase$n/demo_model"
   stage "bundle$n" "$OUT/bundle$n.log" "$PY" $T --bundle "$OUT/phase$n/demo_model" "$OUT/phase$n/bundle"
 }
 

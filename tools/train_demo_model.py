@@ -36,6 +36,7 @@ import demo_corpus as dc  # noqa: E402
 SR = dc.SAMPLE_RATE
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "tools" / "demo_heldout_manifest.tsv"
+STATE_FILE = "trainer_state.pt"  # in the <out>_latest checkpoint folder
 
 # ----------------------------------------------------------------- data generation
 _G: dict = {}
@@ -122,8 +123,9 @@ def build_model(args):
     return Wav2Vec2ForCTC(cfg)
 
 
-def save_folder(model, out: Path, info: dict, fp16: bool = False):
-    """Write a complete HF folder atomically (model, vocab, tokenizer, feature extractor)."""
+def save_folder(model, out: Path, info: dict, fp16: bool = False, trainer_state: dict | None = None):
+    """Write a complete HF folder atomically (model, vocab, tokenizer, feature extractor); with
+    trainer_state, also trainer_state.pt (exact weights, optimizer, step, clock, RNG states: --resume)."""
     import torch
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
     out = Path(out)
@@ -157,6 +159,8 @@ def save_folder(model, out: Path, info: dict, fp16: bool = False):
         cfg["dtype"] = "float32"
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     (tmp / "training_info.json").write_text(json.dumps(info, indent=1))
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / STATE_FILE)
     if out.exists():
         import shutil
         shutil.rmtree(out)
@@ -182,6 +186,7 @@ class Pool:
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.added = 0
+        self.consumed = 0  # items taken from the clip stream (non-speech and failed ones included)
 
     def add(self, x: np.ndarray, label: str):
         import torch
@@ -361,6 +366,13 @@ def main(argv=None):
                     help="stop (and save to --out) after MIN minutes of training although the LR schedule is laid "
                          "over --max-minutes / --max-steps: how phases 1 and 3 of the committed model ended "
                          "(stopped at 45 of 80 and 101 of 125 minutes); see tools/train_chain.sh")
+    ap.add_argument("--stop-after-steps", type=int, default=0, metavar="N",
+                    help="stop (and save) after N steps although the LR schedule goes on; --resume continues")
+    ap.add_argument("--resume", action=argparse.BooleanOptionalAction, default=False,
+                    help="continue from <out>_latest/trainer_state.pt (weights, optimizer, step, elapsed training "
+                         "time, RNG states; the fixed pool is regenerated clip for clip) when it exists, else start "
+                         "afresh: an interrupted or stopped run goes on where its last checkpoint left it (with "
+                         "--max-steps and --no-stream-data on one thread, exactly as if never interrupted)")
     ap.add_argument("--batch-seconds", type=float, default=0, help="padded audio per batch (0: 800 cuda / 160 cpu)")
     ap.add_argument("--lr", type=float, default=0, help="peak LR (0: 2e-3 cuda / 1.5e-3 cpu)")
     ap.add_argument("--warmup-steps", type=int, default=0, help="0: 400 cuda / 150 cpu")
@@ -436,6 +448,16 @@ def main(argv=None):
     warmup = args.warmup_steps or (400 if cuda else 150)
     workers = args.workers or max(1, (os.cpu_count() or 2) - 1)
 
+    out = Path(args.out)
+    ckpt = out.with_name(out.name + "_latest")
+    state = None
+    if args.resume and (ckpt / STATE_FILE).exists():
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        print(f"resuming from {ckpt} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min of training)",
+              flush=True)
+    elif args.resume:
+        print(f"--resume: no {ckpt / STATE_FILE}, starting afresh", flush=True)
+
     # ---- generate (fork the workers before CUDA is initialised)
     ctx = mp.get_context("fork")
     pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(corpus), exclude, args.seed))
@@ -448,14 +470,20 @@ def main(argv=None):
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     torch.manual_seed(args.seed)
     data = Pool(device, args.pool_max_hours * 3600, args.seed)
-    it_clips = pool.imap(make_clip, range(10 ** 9), chunksize=16)
+    # with a fixed pool a resumed run regenerates exactly the clips of the first; a streaming one goes on
+    # with clips it has not seen (the streamed mix itself cannot be rebuilt)
+    first_clip = state["clips_consumed"] if state and stream else 0
+    it_clips = pool.imap(make_clip, range(first_clip, 10 ** 9), chunksize=16)
     t0 = time.time()
-    n_done = 0
-    while data.hours() < args.pool_hours and time.time() - t0 < args.gen_max_minutes * 60:
+    n_pool = state["pool_clips"] if state and not stream else 0
+    while (data.consumed < n_pool if n_pool else
+           data.hours() < args.pool_hours and time.time() - t0 < args.gen_max_minutes * 60):
         r = next(it_clips)
-        n_done += 1
+        data.consumed += 1
         if r is not None:
             data.add(*r)
+    pool_clips = data.consumed
+    data.consumed += first_clip
     gen_s = time.time() - t0
     print(f"generated {len(data.audio)} clips, {data.hours():.2f} h of audio in {gen_s:.0f} s "
           f"with {workers} workers ({data.hours() * 3600 / gen_s:.0f} s audio/s)", flush=True)
@@ -465,6 +493,7 @@ def main(argv=None):
         for r in it_clips:
             if stop.is_set():
                 break
+            data.consumed += 1
             if r is not None:
                 data.add(*r)
 
@@ -505,9 +534,6 @@ def main(argv=None):
     info["transformers"] = transformers.__version__
     if prev_info:
         info["previous_phase"] = prev_info
-    out = Path(args.out)
-    ckpt = out.with_name(out.name + "_latest")
-
     t_train = time.time()
     budget_s = args.max_minutes * 60
     step, audio_s, last_log, last_ckpt, last_eval = 0, 0.0, t_train, t_train, t_train
@@ -515,6 +541,31 @@ def main(argv=None):
     history = []
     model.train()
     frozen = args.freeze_feature_encoder
+    if state:
+        model.load_state_dict(state["model"])
+        if state["frozen"] and not frozen:
+            model.freeze_feature_encoder()
+            frozen = True
+        opt.load_state_dict(state["optimizer"])
+        step, audio_s, history = state["step"], state["audio_s"], state["history"]
+        rng.setstate(state["rng"])
+        nrng.bit_generator.state = state["nrng"]
+        np.random.set_state(state["np_global"])  # SpecAugment masks are drawn from numpy's global RNG
+        torch.set_rng_state(state["torch_rng"])
+        data.rng.setstate(state["pool_rng"])
+        info.update({k: state["info"][k] for k in ("feature_encoder_frozen_at",) if k in state["info"]})
+        info["resumed"] = state["info"].get("resumed", []) + [
+            {"step": step, "minutes": state["elapsed_s"] / 60, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                    time.gmtime())}]
+        t_train = time.time() - state["elapsed_s"]
+
+    def trainer_state():
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "audio_s": audio_s,
+                "elapsed_s": time.time() - t_train, "history": history, "frozen": frozen,
+                "rng": rng.getstate(), "nrng": nrng.bit_generator.state, "np_global": np.random.get_state(),
+                "torch_rng": torch.get_rng_state(), "pool_rng": data.rng.getstate(),
+                "pool_clips": pool_clips, "clips_consumed": data.consumed, "info": dict(info)}
+
     while True:
         el = time.time() - t_train
         if not frozen and args.freeze_feature_encoder_after_min and el >= args.freeze_feature_encoder_after_min * 60:
@@ -529,6 +580,10 @@ def main(argv=None):
             info["stopped_early"] = {"step": step, "minutes": el / 60, "schedule_fraction": frac}
             print(f"stopped after {el / 60:.1f} min (--stop-after-min) at step {step}, "
                   f"{frac:.0%} of the LR schedule", flush=True)
+            break
+        if args.stop_after_steps and step >= args.stop_after_steps:
+            info["stopped_early"] = {"step": step, "minutes": el / 60, "schedule_fraction": frac}
+            print(f"stopped at step {step} (--stop-after-steps), {frac:.0%} of the LR schedule", flush=True)
             break
         lr = lr_peak * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
@@ -565,11 +620,12 @@ def main(argv=None):
         if now - last_ckpt > args.ckpt_every_min * 60:
             info.update(steps=step, train_minutes=(now - t_train) / 60, audio_hours_seen=audio_s / 3600,
                         history=history, pool_hours=data.hours(), clips_generated=data.added)
-            save_folder(model, ckpt, info)
+            save_folder(model, ckpt, info, trainer_state=trainer_state())
             print(f"checkpoint saved to {ckpt} at step {step}", flush=True)
             last_ckpt = time.time()
 
     stop.set()
+    final_state = trainer_state()  # before the final evaluation: a resumed run starts where training ended
     train_min = (time.time() - t_train) / 60
     info.update(steps=step, train_minutes=train_min, audio_hours_seen=audio_s / 3600,
                 throughput_audio_s_per_s=audio_s / (train_min * 60), history=history,
@@ -581,6 +637,7 @@ def main(argv=None):
         print("FINAL dev (fp32): " + " ".join(f"{g}: CER={c:.3f} WER={w:.3f}" for g, (c, w) in r.items()),
               flush=True)
     save_folder(model, out, info)
+    save_folder(model, ckpt, info, trainer_state=final_state)  # a stopped run can go on (--resume)
     print(f"saved {out} after {step} steps, {train_min:.1f} min training, "
           f"{audio_s / 3600:.1f} h audio seen ({audio_s / (train_min * 60):.0f} s audio/s)", flush=True)
     if stream:

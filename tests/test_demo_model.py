@@ -175,9 +175,10 @@ def test_training_short_clip_curriculum_draws_only_short_clips():
     assert {1.0, 2.0, 6.0, 9.0} <= set(every)
 
 
-def _tiny_training(tmp_path: Path, out: Path, *extra: str) -> str:
+def _tiny_training(tmp_path: Path, out: Path, *extra: str, rc: int = 0) -> str:
     """Run the training script on a two-line corpus with a tiny model, in its own process (it forks
-    espeak-ng workers; in-process, a forked worker once hung the suite); return its stdout."""
+    espeak-ng workers; in-process, a forked worker once hung the suite); return its stdout (with
+    rc != 0: check the exit status and return stderr)."""
     import subprocess
     import sys
     corpus = tmp_path / "corpus"
@@ -197,8 +198,8 @@ def _tiny_training(tmp_path: Path, out: Path, *extra: str) -> str:
               "demo_corpus.wordlist_for_random = lambda: ['cat', 'dog', 'mat']; "  # no wamerican needed
               f"train_demo_model.main({list(args)!r})")
     run = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    return run.stdout
+    assert run.returncode == rc, run.stderr[-2000:]
+    return run.stdout if rc == 0 else run.stderr
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
@@ -244,5 +245,8 @@ def test_training_resumed_after_a_stop_ends_with_the_weights_of_an_uninterrupted
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not all(np.array_equal(a[k], stopped[k]) for k in a)  # steps 4-6 did change the weights
+    # a checkpoint of another model: one line naming the problem, no traceback
+    err = _tiny_training(tmp_path, part, *steps, "--resume", "--hidden", "48", rc=1)
+    assert "holds a model of another shape" in err and "Traceback" not in err
     # no --resume: the old checkpoint is ignored and the run starts afresh
     assert "resuming" not in _tiny_training(tmp_path, part, *steps, "--stop-after-steps", "1")

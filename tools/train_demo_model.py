@@ -542,7 +542,17 @@ def main(argv=None):
     model.train()
     frozen = args.freeze_feature_encoder
     if state:
-        model.load_state_dict(state["model"])
+        same_run = ("resume", "stop_after_min", "stop_after_steps", "eval_every_min", "ckpt_every_min", "final_eval")
+        changed = {k: (v, vars(args).get(k)) for k, v in state["info"]["args"].items()
+                   if k not in same_run and vars(args).get(k) != v}
+        if changed:
+            print("--resume: arguments differ from the checkpoint's run: " + ", ".join(
+                f"--{k.replace('_', '-')} {a} -> {b}" for k, (a, b) in changed.items()), flush=True)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise SystemExit(f"--resume: {ckpt} holds a model of another shape than these arguments build; "
+                             "use another --out, or drop --resume to start afresh") from None
         if state["frozen"] and not frozen:
             model.freeze_feature_encoder()
             frozen = True

@@ -237,6 +237,8 @@ def test_training_resumed_after_a_stop_ends_with_the_weights_of_an_uninterrupted
     _tiny_training(tmp_path, whole, *steps)
     assert "stopped at step 3" in _tiny_training(tmp_path, part, *steps, "--stop-after-steps", "3")
     stopped = load_file(part / "model.safetensors")
+    # as if killed between setting the old checkpoint aside and moving the new one in
+    (tmp_path / "part_latest").rename(tmp_path / "part_latest.old")
     assert "resuming from" in _tiny_training(tmp_path, part, *steps, "--resume")
 
     info = json.loads((part / "training_info.json").read_text())

@@ -161,10 +161,15 @@ def save_folder(model, out: Path, info: dict, fp16: bool = False, trainer_state:
     (tmp / "training_info.json").write_text(json.dumps(info, indent=1))
     if trainer_state is not None:
         torch.save(trainer_state, tmp / STATE_FILE)
+    import shutil
+    prev = out.with_name(out.name + ".old")  # a kill at any moment leaves out or out.old complete
     if out.exists():
-        import shutil
-        shutil.rmtree(out)
+        if prev.exists():
+            shutil.rmtree(prev)
+        out.rename(prev)
     tmp.rename(out)
+    if prev.exists():
+        shutil.rmtree(prev)
 
 
 def copy_to_cpu_fp32(model):
@@ -451,6 +456,9 @@ def main(argv=None):
     out = Path(args.out)
     ckpt = out.with_name(out.name + "_latest")
     state = None
+    prev = ckpt.with_name(ckpt.name + ".old")
+    if args.resume and not ckpt.exists() and (prev / STATE_FILE).exists():
+        prev.rename(ckpt)  # the run was killed while it replaced its checkpoint
     if args.resume and (ckpt / STATE_FILE).exists():
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
         print(f"resuming from {ckpt} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min of training)",

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import shutil
 import sys
 import threading
 import time
@@ -131,7 +132,6 @@ def save_folder(model, out: Path, info: dict, fp16: bool = False, trainer_state:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
-        import shutil
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     (tmp / "vocab.json").write_text(json.dumps(dc.VOCAB))
@@ -161,8 +161,7 @@ def save_folder(model, out: Path, info: dict, fp16: bool = False, trainer_state:
     (tmp / "training_info.json").write_text(json.dumps(info, indent=1))
     if trainer_state is not None:
         torch.save(trainer_state, tmp / STATE_FILE)
-    import shutil
-    prev = out.with_name(out.name + ".old")  # a kill at any moment leaves out or out.old complete
+    prev = set_aside(out)  # a kill at any moment leaves out or its set-aside copy complete
     if out.exists():
         if prev.exists():
             shutil.rmtree(prev)
@@ -170,6 +169,11 @@ def save_folder(model, out: Path, info: dict, fp16: bool = False, trainer_state:
     tmp.rename(out)
     if prev.exists():
         shutil.rmtree(prev)
+
+
+def set_aside(out: Path) -> Path:
+    """Where save_folder keeps the previous folder while it moves the new one in."""
+    return out.with_name(out.name + ".old")
 
 
 def copy_to_cpu_fp32(model):
@@ -456,7 +460,7 @@ def main(argv=None):
     out = Path(args.out)
     ckpt = out.with_name(out.name + "_latest")
     state = None
-    prev = ckpt.with_name(ckpt.name + ".old")
+    prev = set_aside(ckpt)
     if args.resume and not ckpt.exists() and (prev / STATE_FILE).exists():
         prev.rename(ckpt)  # the run was killed while it replaced its checkpoint
     if args.resume and (ckpt / STATE_FILE).exists():
@@ -594,14 +598,13 @@ def main(argv=None):
         frac = step / args.max_steps if args.max_steps else el / budget_s
         if frac >= 1.0:
             break
-        if args.stop_after_min and el >= args.stop_after_min * 60:
+        stop_why = (f"stopped after {el / 60:.1f} min (--stop-after-min) at step {step}"
+                    if args.stop_after_min and el >= args.stop_after_min * 60 else
+                    f"stopped at step {step} (--stop-after-steps)"
+                    if args.stop_after_steps and step >= args.stop_after_steps else "")
+        if stop_why:
             info["stopped_early"] = {"step": step, "minutes": el / 60, "schedule_fraction": frac}
-            print(f"stopped after {el / 60:.1f} min (--stop-after-min) at step {step}, "
-                  f"{frac:.0%} of the LR schedule", flush=True)
-            break
-        if args.stop_after_steps and step >= args.stop_after_steps:
-            info["stopped_early"] = {"step": step, "minutes": el / 60, "schedule_fraction": frac}
-            print(f"stopped at step {step} (--stop-after-steps), {frac:.0%} of the LR schedule", flush=True)
+            print(f"{stop_why}, {frac:.0%} of the LR schedule", flush=True)
             break
         lr = lr_peak * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:

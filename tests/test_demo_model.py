@@ -155,6 +155,24 @@ def test_training_dev_decode_leaves_out_padding_frames():
     assert greedy_decode(logits) == ["HIX", "HO HI"]
 
 
+def test_training_uses_bf16_only_where_the_device_runs_it_natively():
+    """bf16 autocast by default only on a GPU with bf16 or a CPU with avx512_bf16 / AMX: on an AVX2 CPU
+    it is emulated and about 5x slower than fp32. Flags as /proc/cpuinfo lists them."""
+    import sys
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "tools"))
+    from train_demo_model import cpu_flags, native_bf16
+
+    avx2 = " fpu sse sse2 avx avx2 fma f16c"
+    assert not native_bf16("cpu", avx2)
+    assert not native_bf16("cpu", avx2 + " avx512f avx512bw avx512vl")  # AVX-512 without its bf16 extension
+    assert native_bf16("cpu", avx2 + " avx512f avx512_bf16 avx512vl")
+    assert native_bf16("cpu", avx2 + " amx_bf16 amx_tile amx_int8")
+    assert not native_bf16("cpu", "")  # no /proc/cpuinfo (macOS, Windows): fp32
+    assert native_bf16("cuda", "", cuda_bf16=True) and not native_bf16("cuda", avx2 + " avx512_bf16")
+    assert isinstance(cpu_flags(), str)
+
+
 def test_training_short_clip_curriculum_draws_only_short_clips():
     """--short-first-min: while it lasts, batches hold clips about --short-max-s long or shorter (the anchor
     is drawn among those and the rest of the batch has similar lengths); without it, all lengths occur."""

@@ -3,7 +3,11 @@
 #
 #   bash tools/train_chain.sh [OUT]       (default: build/chain)
 #
-# About 8.7 hours on a 2-core CPU (511 min of training + audio generation and evaluations). Each phase
+# Each phase runs the committed phase's number of steps with its LR schedule laid over the same
+# number of steps (the committed phases had wall-clock budgets; a step budget gives the same schedule on
+# any machine, only the time differs): 49,825 steps, 442 h of audio. Time: about 8.7 h on a 2-core CPU
+# with avx512_bf16 (where the committed model was trained, 511 min of training); about 2.4x longer (~21 h) on
+# a 2-core AVX2 CPU (fp32 there: 21 s of audio per second on 2 threads, against ~50 in bf16). Each phase
 # writes OUT/phaseN/demo_model (fp32), its fp16 bundle OUT/phaseN/bundle and OUT/phaseN.log; the next
 # phase starts from that bundle, as the committed phases 3-6 did (phase 2 started from phase 1's fp32
 # checkpoint). The result is OUT/bundle with OUT/eval_heldout.json and OUT/eval_everyday.json;
@@ -12,8 +16,9 @@
 # exists) are skipped and the interrupted one continues from its last checkpoint (train_demo_model.py
 # --resume: weights, optimizer, step, elapsed training time, RNG states; a checkpoint every 5 minutes).
 # Needs the packages of tools/ci_apt_packages_demo.txt and the project's venv (scripts/setup.sh).
-# Phases 1 and 3 were stopped by hand in the committed run (45 of 80 and 101 of 125 minutes); here
-# --stop-after-min does that. Phases 1 and 2 ran with 1 torch thread (the CPU was shared then).
+# Phases 1 and 3 were stopped by hand in the committed run (at step 2,588 of a schedule planned over 80
+# minutes, ~4,591 steps, and at step 7,744 of 125 minutes, ~9,552 steps); --stop-after-steps does that
+# here. The committed run used 1 torch thread in phases 1-2 (the CPU was shared then) and 2 after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-build/chain}
@@ -35,7 +40,7 @@ if [ ! -f build/demo_corpus/train.tsv ]; then
 fi
 
 ARCH=(--hidden 192 --layers 6 --heads 4 --ff 768 --conv-dim 32 64 128 128 128 128 128)
-EARLY=(--device cpu --threads 1 --workers 2 --pool-hours 6 --gen-max-minutes 2 --batch-seconds 40
+EARLY=(--device cpu --threads 2 --workers 2 --pool-hours 6 --gen-max-minutes 2 --batch-seconds 40
        --eval-every-min 6 --ckpt-every-min 5 --dev-per-group 32)
 LATE=(--device cpu --threads 2 --workers 2 --pool-hours 12 --gen-max-minutes 3 --batch-seconds 40
       --dropout 0 --mask-time-prob 0.02 --snr-db 10 45 --eval-every-min 10 --dev-per-group 32 --ckpt-every-min 5)
@@ -47,14 +52,14 @@ phase() {  # phase N ARGS...: train phase N from the previous phase's output, th
   stage "bundle$n" "$OUT/bundle$n.log" "$PY" $T --bundle "$OUT/phase$n/demo_model" "$OUT/phase$n/bundle"
 }
 
-phase 1 "${EARLY[@]}" "${ARCH[@]}" --seed 0 --max-minutes 80 --stop-after-min 45 --lr 1.5e-3 --warmup-steps 150
-phase 2 "${EARLY[@]}" --init-from "$OUT/phase1/demo_model" --seed 1 --max-minutes 47 --lr 8e-4 --warmup-steps 30
-phase 3 "${LATE[@]}" --init-from "$OUT/phase2/bundle" --seed 2 --max-minutes 125 --stop-after-min 101 \
+phase 1 "${EARLY[@]}" "${ARCH[@]}" --seed 0 --max-steps 4591 --stop-after-steps 2588 --lr 1.5e-3 --warmup-steps 150
+phase 2 "${EARLY[@]}" --init-from "$OUT/phase1/demo_model" --seed 1 --max-steps 2398 --lr 8e-4 --warmup-steps 30
+phase 3 "${LATE[@]}" --init-from "$OUT/phase2/bundle" --seed 2 --max-steps 9552 --stop-after-steps 7744 \
         --lr 8e-4 --warmup-steps 50
-phase 4 "${LATE[@]}" --init-from "$OUT/phase3/bundle" --seed 3 --max-minutes 115 --lr 6e-4 --warmup-steps 50
-phase 5 "${LATE[@]}" --init-from "$OUT/phase4/bundle" --seed 5 --max-minutes 108 --lr 4e-4 --warmup-steps 50 \
+phase 4 "${LATE[@]}" --init-from "$OUT/phase3/bundle" --seed 3 --max-steps 8775 --lr 6e-4 --warmup-steps 50
+phase 5 "${LATE[@]}" --init-from "$OUT/phase4/bundle" --seed 5 --max-steps 14452 --lr 4e-4 --warmup-steps 50 \
         --freeze-feature-encoder
-phase 6 "${LATE[@]}" --init-from "$OUT/phase5/bundle" --seed 6 --max-minutes 95 --lr 3e-4 --warmup-steps 50 \
+phase 6 "${LATE[@]}" --init-from "$OUT/phase5/bundle" --seed 6 --max-steps 13868 --lr 3e-4 --warmup-steps 50 \
         --freeze-feature-encoder
 
 rm -rf "$OUT/bundle" && cp -r "$OUT/phase6/bundle" "$OUT/bundle"

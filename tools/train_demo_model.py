@@ -175,7 +175,7 @@ def native_bf16(device_type: str, flags: str, cuda_bf16: bool = False) -> bool:
     """Whether bf16 autocast pays on this device: on CUDA when the GPU supports bf16; on a CPU only with
     native bf16 instructions (avx512_bf16 or AMX in its flags), where it is ~1.5x faster than fp32. A CPU
     without them (AVX2, as on most desktops) emulates bf16: about 5x slower than fp32 (a 2-core AVX2 EPYC,
-    1 thread, the demo architecture: 12 s per step in bf16, about 2.4 s in fp32)."""
+    1 thread, the demo architecture: 12 s per step in bf16, 2-3 s in fp32)."""
     if device_type == "cuda":
         return cuda_bf16
     return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))

@@ -72,4 +72,8 @@ stage eval_heldout "$OUT/eval_heldout.log" "$PY" tools/eval_demo_model.py --mode
 stage eval_everyday "$OUT/eval_everyday.log" "$PY" tools/eval_demo_model.py --model "$OUT/bundle" \
       --manifest tools/demo_everyday_manifest.tsv --json "$OUT/eval_everyday.json"
 cat "$OUT/eval_heldout.log" "$OUT/eval_everyday.log"
-echo "done: $OUT/bundle ($(awk -F'\t' 'NR>1 {s+=$3} END {printf "%.0f min", s/60}' "$OUT/times.tsv") in all)"
+# times.tsv has a row only for stage attempts that finished (a killed one leaves none); each phase's
+# training_info.json counts its training minutes across resumes
+TRAIN_MIN=$("$PY" -c 'import json, sys; print(round(sum(json.load(open(f"{sys.argv[1]}/phase{n}/demo_model/training_info.json"))["train_minutes"] for n in range(1, 7))))' "$OUT")
+echo "done: $OUT/bundle ($TRAIN_MIN min of training in six phases; finished stage attempts in times.tsv: $(
+  awk -F'\t' 'NR>1 {s+=$3} END {printf "%.0f min", s/60}' "$OUT/times.tsv"))"

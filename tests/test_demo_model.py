@@ -270,3 +270,30 @@ def test_training_resumed_after_a_stop_ends_with_the_weights_of_an_uninterrupted
     assert "holds a model of another shape" in err and "Traceback" not in err
     # no --resume: the old checkpoint is ignored and the run starts afresh
     assert "resuming" not in _tiny_training(tmp_path, part, *steps, "--stop-after-steps", "1")
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_step_switches_act_at_their_step_on_any_machine(tmp_path):
+    """--freeze-feature-encoder-after-steps freezes the convolutional front end after exactly N steps
+    (the -min switch acts at a machine-dependent step): its weights at the end of a 5-step run are those of
+    a run stopped at step 2, while the transformer went on learning. Giving a switch in minutes and in steps
+    at once is one clear error line."""
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    steps = ("--max-steps", "5", "--max-minutes", "100", "--short-first-steps", "1")
+    frozen, stopped = tmp_path / "frozen", tmp_path / "stopped"
+    assert "feature encoder frozen at step 2" in _tiny_training(
+        tmp_path, frozen, *steps, "--freeze-feature-encoder-after-steps", "2")
+    _tiny_training(tmp_path, stopped, *steps, "--stop-after-steps", "2")
+    info = json.loads((frozen / "training_info.json").read_text())
+    assert info["steps"] == 5 and info["feature_encoder_frozen_at"]["step"] == 2
+    a, b = load_file(frozen / "model.safetensors"), load_file(stopped / "model.safetensors")
+    front = [k for k in a if "feature_extractor" in k]
+    rest = [k for k in a if k.startswith("wav2vec2.encoder.layers")]
+    assert front and rest
+    assert all(np.array_equal(a[k], b[k]) for k in front)
+    assert not all(np.array_equal(a[k], b[k]) for k in rest)
+
+    err = _tiny_training(tmp_path, tmp_path / "both", *steps, "--short-first-min", "1", rc=2)
+    assert "--short-first-min and --short-first-steps both given" in err and "Traceback" not in err

@@ -430,16 +430,26 @@ def main(argv=None):
     ap.add_argument("--freeze-feature-encoder-after-min", type=float, default=0.0, metavar="MIN",
                     help="freeze the feature encoder once MIN minutes of training have passed (a run from random "
                          "weights: the front end learns first, then the rest of the run takes the faster steps; "
-                         "wall clock, also with --max-steps)")
+                         "wall clock, also with --max-steps; --freeze-feature-encoder-after-steps is the same by "
+                         "steps, so it acts at the same point on any machine)")
+    ap.add_argument("--freeze-feature-encoder-after-steps", type=int, default=0, metavar="N",
+                    help="freeze the feature encoder once N steps are done (as --freeze-feature-encoder-after-min)")
     ap.add_argument("--short-first-min", type=float, default=0.0, metavar="MIN",
                     help="for the first MIN minutes train on short clips only (see --short-max-s): CTC from random "
                          "weights leaves its all-blank plateau sooner on short utterances (SortaGrad-like); wall "
-                         "clock, also with --max-steps")
-    ap.add_argument("--short-max-s", type=float, default=2.5, help="clip length limit of --short-first-min")
+                         "clock, also with --max-steps; --short-first-steps is the same by steps)")
+    ap.add_argument("--short-first-steps", type=int, default=0, metavar="N",
+                    help="for the first N steps train on short clips only (as --short-first-min)")
+    ap.add_argument("--short-max-s", type=float, default=2.5,
+                    help="clip length limit of --short-first-min / --short-first-steps")
     ap.add_argument("--bundle", nargs=2, metavar=("SRC", "DST"),
                     help="only convert a trained folder SRC to the fp16 bundle DST, then exit")
     ap.add_argument("--bundle-fp32", action="store_true", help="with --bundle: keep fp32 weights")
     args = ap.parse_args(argv)
+    for what in ("freeze-feature-encoder-after", "short-first"):
+        a = what.replace("-", "_")
+        if getattr(args, a + "_min") and getattr(args, a + "_steps"):
+            ap.error(f"--{what}-min and --{what}-steps both given: use one of them")
 
     if args.bundle:
         from transformers import Wav2Vec2ForCTC
@@ -613,7 +623,8 @@ def main(argv=None):
 
     while True:
         el = time.time() - t_train
-        if not frozen and args.freeze_feature_encoder_after_min and el >= args.freeze_feature_encoder_after_min * 60:
+        freeze_min, freeze_steps = args.freeze_feature_encoder_after_min, args.freeze_feature_encoder_after_steps
+        if not frozen and (freeze_min and el >= freeze_min * 60 or freeze_steps and step >= freeze_steps):
             model.freeze_feature_encoder()  # its parameters get no grad from now on: AdamW skips them
             frozen = True
             info["feature_encoder_frozen_at"] = {"step": step, "minutes": el / 60, "audio_h": audio_s / 3600}
@@ -633,7 +644,8 @@ def main(argv=None):
         for g in opt.param_groups:
             g["lr"] = lr
         info["last_lr"] = lr
-        short = int(args.short_max_s * SR) if el < args.short_first_min * 60 else 0
+        short = (int(args.short_max_s * SR) if el < args.short_first_min * 60 or step < args.short_first_steps
+                 else 0)
         clips, labels = data.sample_batch(rng, budget, short)
         x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db)
         audio_s += make_batch.last_samples / SR

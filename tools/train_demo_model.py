@@ -621,9 +621,9 @@ def main(argv=None):
                 "torch_rng": torch.get_rng_state(), "pool_rng": data.rng.getstate(),
                 "pool_clips": pool_clips, "clips_consumed": data.consumed, "info": dict(info)}
 
+    freeze_min, freeze_steps = args.freeze_feature_encoder_after_min, args.freeze_feature_encoder_after_steps
     while True:
         el = time.time() - t_train
-        freeze_min, freeze_steps = args.freeze_feature_encoder_after_min, args.freeze_feature_encoder_after_steps
         if not frozen and (freeze_min and el >= freeze_min * 60 or freeze_steps and step >= freeze_steps):
             model.freeze_feature_encoder()  # its parameters get no grad from now on: AdamW skips them
             frozen = True

@@ -297,3 +297,57 @@ def test_training_step_switches_act_at_their_step_on_any_machine(tmp_path):
 
     err = _tiny_training(tmp_path, tmp_path / "both", *steps, "--short-first-min", "1", rc=2)
     assert "--short-first-min and --short-first-steps both given" in err and "Traceback" not in err
+
+
+def test_training_stream_gate_hands_out_clip_indices_no_further_than_allowed():
+    """The clip indices given to the espeak workers stay within `lead` of the clips taken and, once paced,
+    below the limit training sets; close() ends the stream (pool.terminate() waits for its reader)."""
+    import sys
+    import threading
+    sys.path.insert(0, str(ROOT / "tools"))
+    from train_demo_model import StreamGate
+
+    gate = StreamGate(start=10, lead=4)
+    got: list[int] = []
+    reader = threading.Thread(target=lambda: got.extend(gate.indices()), daemon=True)
+    reader.start()
+
+    def settled(n: int) -> list[int]:
+        for _ in range(200):
+            if len(got) >= n:
+                break
+            threading.Event().wait(0.01)
+        threading.Event().wait(0.05)  # and no more arrive
+        return list(got)
+
+    assert settled(4) == [10, 11, 12, 13]
+    gate.took()
+    gate.took()
+    assert settled(6) == [10, 11, 12, 13, 14, 15]
+    gate.pace(16)  # the limit is below taken + lead = 16: nothing more
+    gate.took()
+    assert settled(7) == [10, 11, 12, 13, 14, 15]
+    gate.pace(100)
+    assert settled(7) == [10, 11, 12, 13, 14, 15, 16]
+    gate.close()
+    reader.join(timeout=2)
+    assert not reader.is_alive()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_paced_stream_generates_about_as_much_audio_as_it_trains_on(tmp_path):
+    """--stream-data --stream-ratio R: while training, new clips are generated only as fast as R s of audio
+    per s trained (plus a lead of 4 chunks of 16 clips per worker), not as fast as the workers go; the run
+    ends cleanly (the workers' feed is closed before the pool is terminated)."""
+    pytest.importorskip("torch")
+    import re
+    steps = ("--max-steps", "8", "--max-minutes", "100", "--stream-data")
+    paced = _tiny_training(tmp_path, tmp_path / "paced", *steps, "--stream-ratio", "0.5")
+    first = int(re.search(r"generated (\d+) clips", paced).group(1))
+    info = json.loads((tmp_path / "paced" / "training_info.json").read_text())
+    clip_s = info["pool_hours"] * 3600 / info["clips_generated"]  # about the mean clip length
+    allowed = first + 64 + 0.5 * info["audio_hours_seen"] * 3600 / clip_s
+    assert first < info["clips_generated"] <= 1.5 * allowed
+    unpaced = json.loads(_tiny_training(tmp_path, tmp_path / "unpaced", *steps) and
+                         (tmp_path / "unpaced" / "training_info.json").read_text())
+    assert unpaced["clips_generated"] > 1.5 * allowed

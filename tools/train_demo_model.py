@@ -9,7 +9,8 @@ from scratch with CTC -> complete Hugging Face folder (model + processor).
 The pool is generated deterministically from --seed (clip i always gets the same text, voice
 and settings).  With --stream-data (the default on a GPU) generation continues in the
 background while training and new clips replace old ones in a bounded pool; that gives more
-variety but the exact mix depends on machine speed.  With --no-stream-data and --max-steps the
+variety but the exact mix depends on machine speed; --stream-ratio paces that generation to the
+audio trained, for a CPU whose cores training needs.  With --no-stream-data and --max-steps the
 run is deterministic on CPU.
 
 Example (CPU, small):  python tools/train_demo_model.py --device cpu --pool-hours 0.3 --max-minutes 3
@@ -17,6 +18,7 @@ Example (CPU, small):  python tools/train_demo_model.py --device cpu --pool-hour
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import multiprocessing as mp
@@ -198,6 +200,49 @@ def set_aside(out: Path) -> Path:
 def copy_to_cpu_fp32(model):
     import copy
     return copy.deepcopy(model).to("cpu").float()
+
+
+class StreamGate:
+    """The clip indices handed to the espeak workers (the input of pool.imap): never more than `lead` clips
+    ahead of the clips taken, and when paced (--stream-ratio) no further than the limit that training sets.
+    Unbounded, pool.imap's task thread runs as far ahead as the pipe takes and the workers generate flat out,
+    which on a 2-core CPU takes the cores from training. Close it before pool.terminate(), which waits for
+    that thread."""
+
+    def __init__(self, start: int, lead: int):
+        self.cond = threading.Condition()
+        self.taken = start  # index of the next clip the consumer takes
+        self.lead = lead
+        self.limit: int | None = None  # no index at or past it is handed out (None: not paced)
+        self.closed = False
+
+    def _open(self, i: int) -> bool:
+        return self.closed or i < min(self.taken + self.lead, self.limit if self.limit is not None else i + 1)
+
+    def indices(self):
+        i = self.taken
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self._open(i))
+                if self.closed:
+                    return
+            yield i
+            i += 1
+
+    def took(self):
+        with self.cond:
+            self.taken += 1
+            self.cond.notify_all()
+
+    def pace(self, limit: int):
+        with self.cond:
+            self.limit = limit
+            self.cond.notify_all()
+
+    def close(self):
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
 
 
 # --------------------------------------------------------------------- batching
@@ -387,7 +432,12 @@ def main(argv=None):
     ap.add_argument("--gen-max-minutes", type=float, default=3.0, help="cap on the initial generation time")
     ap.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=None,
                     help="keep generating during training (default: on for cuda)")
-    ap.add_argument("--pool-max-hours", type=float, default=150.0)
+    ap.add_argument("--stream-ratio", type=float, default=0.0, metavar="R",
+                    help="with --stream-data: generate new clips only as fast as R s of audio per s of audio trained "
+                         "(R=1: as much new audio as training takes, about 7%% of a 2-core CPU; 0: as fast as the "
+                         "workers go, which suits a GPU machine but takes the cores from training on a CPU)")
+    ap.add_argument("--pool-max-hours", type=float, default=150.0,
+                    help="bound on the pool (int16 audio, 115 MB per hour); new clips then replace random ones")
     ap.add_argument("--max-minutes", type=float, default=20.0, help="training wall-clock budget")
     ap.add_argument("--max-steps", type=int, default=0, help="if >0, schedule by steps instead of time")
     ap.add_argument("--stop-after-min", type=float, default=0.0, metavar="MIN",
@@ -515,13 +565,17 @@ def main(argv=None):
     # with a fixed pool a resumed run regenerates exactly the clips of the first; a streaming one goes on
     # with clips it has not seen (the streamed mix itself cannot be rebuilt)
     first_clip = state["clips_consumed"] if state and stream else 0
-    it_clips = pool.imap(make_clip, range(first_clip, 10 ** 9), chunksize=16)
+    chunk = 16
+    gate = StreamGate(first_clip, lead=4 * chunk * workers)
+    atexit.register(gate.close)  # runs before multiprocessing's own exit handler, which terminates the pool
+    it_clips = pool.imap(make_clip, gate.indices(), chunksize=chunk)
     t0 = time.time()
     n_pool = state["pool_clips"] if state and not stream else 0
     while (data.consumed < n_pool if n_pool else
            data.hours() < args.pool_hours and time.time() - t0 < args.gen_max_minutes * 60):
         r = next(it_clips)
         data.consumed += 1
+        gate.took()
         if r is not None:
             data.add(*r)
     pool_clips = data.consumed
@@ -536,14 +590,20 @@ def main(argv=None):
             if stop.is_set():
                 break
             data.consumed += 1
+            gate.took()
             if r is not None:
                 data.add(*r)
 
+    # --stream-ratio: clip indices the workers may reach, from the audio trained since this point
+    pace_from = (gate.taken, len(data.audio) and data.total / SR / max(1, pool_clips))  # (index, s per clip)
+    if stream and args.stream_ratio:
+        gate.pace(pace_from[0] + gate.lead)
     feeder = None
     if stream:
         feeder = threading.Thread(target=_feeder, daemon=True)
         feeder.start()
     else:
+        gate.close()
         pool.terminate()
 
     # ---- model
@@ -622,6 +682,7 @@ def main(argv=None):
                 "pool_clips": pool_clips, "clips_consumed": data.consumed, "info": dict(info)}
 
     freeze_min, freeze_steps = args.freeze_feature_encoder_after_min, args.freeze_feature_encoder_after_steps
+    audio_s0 = audio_s
     while True:
         el = time.time() - t_train
         if not frozen and (freeze_min and el >= freeze_min * 60 or freeze_steps and step >= freeze_steps):
@@ -649,6 +710,8 @@ def main(argv=None):
         clips, labels = data.sample_batch(rng, budget, short)
         x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db)
         audio_s += make_batch.last_samples / SR
+        if stream and args.stream_ratio and pace_from[1]:
+            gate.pace(pace_from[0] + gate.lead + int(args.stream_ratio * (audio_s - audio_s0) / pace_from[1]))
         ctxm = torch.autocast(device_type=device.type, dtype=amp) if amp else _null()
         with ctxm:
             outp = model(x, attention_mask=mask, labels=y)
@@ -681,6 +744,7 @@ def main(argv=None):
             last_ckpt = time.time()
 
     stop.set()
+    gate.close()
     final_state = trainer_state()  # before the final evaluation: a resumed run starts where training ended
     train_min = (time.time() - t_train) / 60
     info.update(steps=step, train_minutes=train_min, audio_hours_seen=audio_s / 3600,

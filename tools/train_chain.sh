@@ -10,8 +10,7 @@
 # 2-core AVX2 CPU, which trains in fp32 (phases 1-5 measured there: 61, 47, 129, 151 and 148 min against 45,
 # 47, 101, 115 and 108; 23-36 s of audio per second on 2 threads against 40-78 in bf16, and 52 s/s with the
 # front end frozen in phase 5, 0.52-0.59 s per step; phase 6 not finished yet, about 135 min at that speed).
-# Each phase
-# writes OUT/phaseN/demo_model (fp32), its fp16 bundle OUT/phaseN/bundle and OUT/phaseN.log; the next
+# Each phase writes OUT/phaseN/demo_model (fp32), its fp16 bundle OUT/phaseN/bundle and OUT/phaseN.log; the next
 # phase starts from that bundle, as the committed phases 3-6 did (phase 2 started from phase 1's fp32
 # checkpoint). The result is OUT/bundle with OUT/eval_heldout.json and OUT/eval_everyday.json;
 # OUT/times.tsv has each stage's time (a resumed stage gets one row per attempt).

@@ -338,7 +338,8 @@ def test_training_stream_gate_hands_out_clip_indices_no_further_than_allowed():
 def test_training_paced_stream_generates_about_as_much_audio_as_it_trains_on(tmp_path):
     """--stream-data --stream-ratio R: while training, new clips are generated only as fast as R s of audio
     per s trained (plus a lead of 4 chunks of 16 clips per worker), not as fast as the workers go; the run
-    ends cleanly (the workers' feed is closed before the pool is terminated)."""
+    ends cleanly (the workers' feed is closed before the pool is terminated). With --no-stream-data it is
+    one error line."""
     pytest.importorskip("torch")
     import re
     steps = ("--max-steps", "8", "--max-minutes", "100", "--stream-data")
@@ -351,3 +352,5 @@ def test_training_paced_stream_generates_about_as_much_audio_as_it_trains_on(tmp
     unpaced = json.loads(_tiny_training(tmp_path, tmp_path / "unpaced", *steps) and
                          (tmp_path / "unpaced" / "training_info.json").read_text())
     assert unpaced["clips_generated"] > 1.5 * allowed
+    err = _tiny_training(tmp_path, tmp_path / "both", *steps, "--stream-ratio", "1", "--no-stream-data", rc=2)
+    assert "--stream-ratio needs" in err and "Traceback" not in err

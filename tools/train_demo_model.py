@@ -433,7 +433,8 @@ def main(argv=None):
     ap.add_argument("--stream-data", action=argparse.BooleanOptionalAction, default=None,
                     help="keep generating during training (default: on for cuda)")
     ap.add_argument("--stream-ratio", type=float, default=0.0, metavar="R",
-                    help="with --stream-data: generate new clips only as fast as R s of audio per s of audio trained "
+                    help="stream data (implies --stream-data), generating new clips only as fast as R s of audio per "
+                         "s of audio trained "
                          "(R=1: as much new audio as training takes, about 7%% of a 2-core CPU; 0: as fast as the "
                          "workers go, which suits a GPU machine but takes the cores from training on a CPU)")
     ap.add_argument("--pool-max-hours", type=float, default=150.0,
@@ -500,6 +501,9 @@ def main(argv=None):
         a = what.replace("-", "_")
         if getattr(args, a + "_min") and getattr(args, a + "_steps"):
             ap.error(f"--{what}-min and --{what}-steps both given: use one of them")
+    if args.stream_ratio < 0 or args.stream_ratio and args.stream_data is False:
+        ap.error("--stream-ratio needs a ratio >= 0 and streamed data (it implies --stream-data; drop "
+                 "--no-stream-data)")
 
     if args.bundle:
         from transformers import Wav2Vec2ForCTC
@@ -531,7 +535,7 @@ def main(argv=None):
     if dev_name == "auto":
         dev_name = "cuda" if torch.cuda.is_available() else "cpu"
     cuda = dev_name == "cuda"
-    stream = args.stream_data if args.stream_data is not None else cuda
+    stream = args.stream_data if args.stream_data is not None else cuda or bool(args.stream_ratio)
     batch_seconds = args.batch_seconds or (800.0 if cuda else 160.0)
     lr_peak = args.lr or (2e-3 if cuda else 1.5e-3)
     warmup = args.warmup_steps or (400 if cuda else 150)

@@ -259,7 +259,6 @@ class Pool:
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.added = 0
-        self.consumed = 0  # items taken from the clip stream (non-speech and failed ones included)
 
     def add(self, x: np.ndarray, label: str):
         import torch
@@ -575,15 +574,13 @@ def main(argv=None):
     it_clips = pool.imap(make_clip, gate.indices(), chunksize=chunk)
     t0 = time.time()
     n_pool = state["pool_clips"] if state and not stream else 0
-    while (data.consumed < n_pool if n_pool else
+    while (gate.taken < n_pool if n_pool else
            data.hours() < args.pool_hours and time.time() - t0 < args.gen_max_minutes * 60):
         r = next(it_clips)
-        data.consumed += 1
-        gate.took()
+        gate.took()  # counts the items taken from the clip stream (non-speech and failed ones included)
         if r is not None:
             data.add(*r)
-    pool_clips = data.consumed
-    data.consumed += first_clip
+    pool_clips = gate.taken - first_clip
     gen_s = time.time() - t0
     print(f"generated {len(data.audio)} clips, {data.hours():.2f} h of audio in {gen_s:.0f} s "
           f"with {workers} workers ({data.hours() * 3600 / gen_s:.0f} s audio/s)", flush=True)
@@ -593,7 +590,6 @@ def main(argv=None):
         for r in it_clips:
             if stop.is_set():
                 break
-            data.consumed += 1
             gate.took()
             if r is not None:
                 data.add(*r)
@@ -683,7 +679,7 @@ def main(argv=None):
                 "elapsed_s": time.time() - t_train, "history": history, "frozen": frozen,
                 "rng": rng.getstate(), "nrng": nrng.bit_generator.state, "np_global": np.random.get_state(),
                 "torch_rng": torch.get_rng_state(), "pool_rng": data.rng.getstate(),
-                "pool_clips": pool_clips, "clips_consumed": data.consumed, "info": dict(info)}
+                "pool_clips": pool_clips, "clips_consumed": gate.taken, "info": dict(info)}
 
     freeze_min, freeze_steps = args.freeze_feature_encoder_after_min, args.freeze_feature_encoder_after_steps
     audio_s0 = audio_s

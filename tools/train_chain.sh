@@ -6,10 +6,11 @@
 # Each phase runs the committed phase's number of steps with its LR schedule laid over the same
 # number of steps (the committed phases had wall-clock budgets; a step budget gives the same schedule on
 # any machine, only the time differs): 49,825 steps, 442 h of audio. Time: about 8.7 h on a 2-core CPU
-# with avx512_bf16 (where the committed model was trained, 511 min of training); an estimated 11 h on a
-# 2-core AVX2 CPU, which trains in fp32 (phases 1-5 measured there: 61, 47, 129, 151 and 148 min against 45,
-# 47, 101, 115 and 108; 23-36 s of audio per second on 2 threads against 40-78 in bf16, and 52 s/s with the
-# front end frozen in phase 5, 0.52-0.59 s per step; phase 6 not finished yet, about 135 min at that speed).
+# with avx512_bf16 (where the committed model was trained, 511 min of training); 11.5 h on a 2-core AVX2
+# CPU, which trains in fp32 (measured 2026-12-01 from a fresh clone: phases of 61, 47, 129, 151, 148 and
+# 152 min against 45, 47, 101, 115, 108 and 95; 23-36 s of audio per second on 2 threads against 40-78 in
+# bf16, 49-52 s/s with the front end frozen in phases 5-6; result 7.48% / 14.37% CER on the held-out
+# manifest against the committed model's 7.54% / 14.0%).
 # Each phase writes OUT/phaseN/demo_model (fp32), its fp16 bundle OUT/phaseN/bundle and OUT/phaseN.log; the next
 # phase starts from that bundle, as the committed phases 3-6 did (phase 2 started from phase 1's fp32
 # checkpoint). The result is OUT/bundle with OUT/eval_heldout.json and OUT/eval_everyday.json;

@@ -299,6 +299,27 @@ def test_training_step_switches_act_at_their_step_on_any_machine(tmp_path):
     assert "--short-first-min and --short-first-steps both given" in err and "Traceback" not in err
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_feature_encoder_norm_and_transformer_layout_reach_the_saved_model(tmp_path):
+    """--feat-extract-norm group (base-960h's front end: one GroupNorm on the first conv layer) and
+    --no-stable-layer-norm (post-LN) build and save that architecture; the default is large-lv60's
+    (LayerNorm on every conv layer, pre-LN)."""
+    pytest.importorskip("torch")
+    import torch
+    from transformers import Wav2Vec2ForCTC
+
+    steps = ("--max-steps", "1", "--max-minutes", "100", "--no-final-eval")
+    _tiny_training(tmp_path, tmp_path / "group", *steps, "--feat-extract-norm", "group", "--no-stable-layer-norm")
+    _tiny_training(tmp_path, tmp_path / "layer", *steps)
+    group = Wav2Vec2ForCTC.from_pretrained(tmp_path / "group")
+    layer = Wav2Vec2ForCTC.from_pretrained(tmp_path / "layer")
+    assert (group.config.feat_extract_norm, group.config.do_stable_layer_norm) == ("group", False)
+    assert (layer.config.feat_extract_norm, layer.config.do_stable_layer_norm) == ("layer", True)
+    convs = group.wav2vec2.feature_extractor.conv_layers
+    assert isinstance(convs[0].layer_norm, torch.nn.GroupNorm) and not hasattr(convs[1], "layer_norm")
+    assert all(isinstance(c.layer_norm, torch.nn.LayerNorm) for c in layer.wav2vec2.feature_extractor.conv_layers)
+
+
 def test_training_stream_gate_hands_out_clip_indices_no_further_than_allowed():
     """The clip indices given to the espeak workers stay within `lead` of the clips taken and, once paced,
     below the limit training sets; close() ends the stream (pool.terminate() waits for its reader)."""

@@ -118,7 +118,7 @@ def build_model(args):
         intermediate_size=args.ff,
         conv_dim=tuple(args.conv_dim), conv_stride=(5, 2, 2, 2, 2, 2, 2),
         conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_bias=True,
-        feat_extract_norm="layer", do_stable_layer_norm=True,
+        feat_extract_norm=args.feat_extract_norm, do_stable_layer_norm=args.stable_layer_norm,
         num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16,
         **regularisation(args), final_dropout=0.0, layerdrop=0.0, mask_time_length=5, mask_feature_prob=0.0,
         ctc_loss_reduction="mean", ctc_zero_infinity=True,
@@ -458,6 +458,11 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--ff", type=int, default=1024)
+    ap.add_argument("--feat-extract-norm", choices=["layer", "group"], default="layer",
+                    help="feature encoder normalisation: layer (every conv layer, per frame across channels, as "
+                         "large-lv60) or group (first conv layer only, per channel over time, as base-960h)")
+    ap.add_argument("--stable-layer-norm", action=argparse.BooleanOptionalAction, default=True,
+                    help="pre-LN transformer (do_stable_layer_norm, as large-lv60); --no-stable-layer-norm: post-LN")
     ap.add_argument("--conv-dim", type=int, nargs=7, default=[32, 64, 128, 128, 128, 128, 256])
     ap.add_argument("--dropout", type=float, default=0.05,
                     help="dropout of the transformer (also applied over an --init-from config)")

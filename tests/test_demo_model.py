@@ -315,6 +315,8 @@ def test_training_feature_encoder_norm_and_transformer_layout_reach_the_saved_mo
     layer = Wav2Vec2ForCTC.from_pretrained(tmp_path / "layer")
     assert (group.config.feat_extract_norm, group.config.do_stable_layer_norm) == ("group", False)
     assert (layer.config.feat_extract_norm, layer.config.do_stable_layer_norm) == ("layer", True)
+    info = json.loads((tmp_path / "group" / "training_info.json").read_text())
+    assert (info["architecture"]["feat_extract_norm"], info["architecture"]["do_stable_layer_norm"]) == ("group", False)
     convs = group.wav2vec2.feature_extractor.conv_layers
     assert isinstance(convs[0].layer_norm, torch.nn.GroupNorm) and not hasattr(convs[1], "layer_norm")
     assert all(isinstance(c.layer_norm, torch.nn.LayerNorm) for c in layer.wav2vec2.feature_extractor.conv_layers)

@@ -639,7 +639,8 @@ def main(argv=None):
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
             # the architecture actually trained (under --init-from it comes from that folder, not from args)
             "architecture": {k: getattr(model.config, k) for k in (
-                "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim")}}
+                "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
+                "feat_extract_norm", "do_stable_layer_norm")}}
     import transformers
     info["transformers"] = transformers.__version__
     if prev_info:

@@ -377,3 +377,28 @@ def test_training_paced_stream_generates_about_as_much_audio_as_it_trains_on(tmp
     assert unpaced["clips_generated"] > 1.5 * allowed
     err = _tiny_training(tmp_path, tmp_path / "both", *steps, "--stream-ratio", "1", "--no-stream-data", rc=2)
     assert "--stream-ratio needs" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_training_speaking_rate_and_pitch_ranges_reach_the_clips(tmp_path, monkeypatch):
+    """--speed-wpm and --pitch set the espeak-ng rate and pitch the training clips are drawn from: the same
+    clip of the stream (same text and voice) is far longer at 100 words a minute than at 300. A range the
+    wrong way round is one error line."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    import demo_corpus
+    import train_demo_model as tdm
+    monkeypatch.setattr(demo_corpus, "wordlist_for_random", lambda: ["cat", "dog", "mat"])
+    (tmp_path / "train.tsv").write_text("fortunes\tthe cat sat on the mat.\n")
+
+    def clip(i, speed_wpm):
+        tdm._init_worker(str(tmp_path), set(), 3, speed_wpm, (50, 50))
+        return tdm.make_clip(i)
+
+    i = next(i for i in range(50) if (c := clip(i, tdm.SPEED_WPM)) is not None and c[1])
+    slow, fast = clip(i, (100, 100, 100)), clip(i, (300, 300, 300))
+    assert slow[1] == fast[1] != ""
+    assert len(slow[0]) > 1.8 * len(fast[0])
+
+    err = _tiny_training(tmp_path, tmp_path / "bad", "--speed-wpm", "200", "150", "170", rc=2)
+    assert "--speed-wpm needs" in err and "Traceback" not in err

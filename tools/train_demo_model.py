@@ -45,7 +45,11 @@ STATE_FILE = "trainer_state.pt"  # in the <out>_latest checkpoint folder
 _G: dict = {}
 
 
-def _init_worker(corpus_dir: str, exclude: set, seed: int):
+SPEED_WPM = (110, 240, 170)  # espeak-ng words per minute: triangular (low, high, mode)
+PITCH = (15, 85)  # espeak-ng pitch, uniform
+
+
+def _init_worker(corpus_dir: str, exclude: set, seed: int, speed_wpm=SPEED_WPM, pitch=PITCH):
     rows = [r for r in dc.read_corpus(Path(corpus_dir) / "train.tsv") if dc.label_of(r[1]) not in exclude]
     by_src: dict[str, list[str]] = {}
     for src, t in rows:
@@ -54,6 +58,7 @@ def _init_worker(corpus_dir: str, exclude: set, seed: int):
     _G["all"] = [t for _, t in rows]
     _G["words"] = dc.wordlist_for_random()
     _G["seed"] = seed
+    _G["speed_wpm"], _G["pitch"] = tuple(speed_wpm), tuple(pitch)
 
 
 SOURCE_WEIGHTS = {"fortunes": 0.40, "man": 0.20, "licences": 0.05, "docs": 0.05,
@@ -84,8 +89,8 @@ def make_clip(i: int):
     var = rng.choice(dc.TRAIN_VARIANTS)
     if var:
         voice += "+" + var
-    speed = int(rng.triangular(110, 240, 170))
-    pitch = rng.randint(15, 85)
+    speed = int(rng.triangular(*_G["speed_wpm"]))
+    pitch = rng.randint(*_G["pitch"])
     gap = 0 if rng.random() < 0.8 else rng.randint(1, 4)
     try:
         x = dc.espeak(text, voice, speed, pitch, gap)
@@ -468,6 +473,10 @@ def main(argv=None):
                     help="dropout of the transformer (also applied over an --init-from config)")
     ap.add_argument("--mask-time-prob", type=float, default=0.05,
                     help="SpecAugment time masking (also applied over an --init-from config)")
+    ap.add_argument("--speed-wpm", type=int, nargs=3, default=list(SPEED_WPM), metavar=("LOW", "HIGH", "MODE"),
+                    help="espeak-ng speaking rate of the training clips, triangular (the manifests use 140-200)")
+    ap.add_argument("--pitch", type=int, nargs=2, default=list(PITCH), metavar=("LOW", "HIGH"),
+                    help="espeak-ng pitch of the training clips, uniform (the manifests use 35-65)")
     ap.add_argument("--snr-db", type=float, nargs=2, default=[5.0, 45.0], metavar=("MIN", "MAX"),
                     help="range of the additive-noise SNR augmentation")
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -505,6 +514,11 @@ def main(argv=None):
         a = what.replace("-", "_")
         if getattr(args, a + "_min") and getattr(args, a + "_steps"):
             ap.error(f"--{what}-min and --{what}-steps both given: use one of them")
+    lo, hi, mode = args.speed_wpm
+    if not 80 <= lo <= mode <= hi:
+        ap.error("--speed-wpm needs 80 <= LOW <= MODE <= HIGH (espeak-ng speaks no slower than 80 words a minute)")
+    if not 0 <= args.pitch[0] <= args.pitch[1] <= 99:
+        ap.error("--pitch needs 0 <= LOW <= HIGH <= 99 (espeak-ng's pitch scale)")
     if args.stream_ratio < 0 or args.stream_ratio and args.stream_data is False:
         ap.error("--stream-ratio needs a ratio >= 0 and streamed data (it implies --stream-data; drop "
                  "--no-stream-data)")
@@ -560,7 +574,8 @@ def main(argv=None):
 
     # ---- generate (fork the workers before CUDA is initialised)
     ctx = mp.get_context("fork")
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(corpus), exclude, args.seed))
+    pool = ctx.Pool(workers, initializer=_init_worker,
+                    initargs=(str(corpus), exclude, args.seed, args.speed_wpm, args.pitch))
     dev_items = [it for g in ("seen_voices", "heldout_voice")
                  for it in [m for m in manifest if m["group"] == g][:args.dev_per_group]]
     dev_audio = pool.map(_render_dev, dev_items, chunksize=4)

@@ -46,6 +46,9 @@ TRAIN_VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3"
                   "linda", "max", "paul", "norbert", "belinda", "david", "john"]
 # Never used in training: neither the accent nor the variant.
 HELDOUT_VOICE = "en-gb-x-gbcwmd+f5"
+# espeak-ng words per minute and pitch of the held-out manifest's items (uniform, inclusive)
+MANIFEST_SPEED_WPM = (140, 200)
+MANIFEST_PITCH = (35, 65)
 
 TEXT_PACKAGES = ["fortunes", "fortunes-min", "wamerican", "man-db"]
 
@@ -441,7 +444,7 @@ def make_heldout_manifest(heldout_rows: list[tuple[str, str]], n_per_group: int 
             else:
                 voice = HELDOUT_VOICE
             items.append({"id": f"{group}_{k:04d}", "group": group, "voice": voice,
-                          "speed": rng.randint(140, 200), "pitch": rng.randint(35, 65),
+                          "speed": rng.randint(*MANIFEST_SPEED_WPM), "pitch": rng.randint(*MANIFEST_PITCH),
                           "lead_s": round(rng.uniform(0.05, 0.4), 3),
                           "trail_s": round(rng.uniform(0.05, 0.4), 3), "snr_db": 30.0,
                           "seed": rng.randint(0, 2 ** 31 - 1), "text": text})

@@ -474,9 +474,10 @@ def main(argv=None):
     ap.add_argument("--mask-time-prob", type=float, default=0.05,
                     help="SpecAugment time masking (also applied over an --init-from config)")
     ap.add_argument("--speed-wpm", type=int, nargs=3, default=list(SPEED_WPM), metavar=("LOW", "HIGH", "MODE"),
-                    help="espeak-ng speaking rate of the training clips, triangular (the manifests use 140-200)")
+                    help="espeak-ng speaking rate of the training clips, triangular (the manifests use "
+                         "%d-%d)" % dc.MANIFEST_SPEED_WPM)
     ap.add_argument("--pitch", type=int, nargs=2, default=list(PITCH), metavar=("LOW", "HIGH"),
-                    help="espeak-ng pitch of the training clips, uniform (the manifests use 35-65)")
+                    help="espeak-ng pitch of the training clips, uniform (the manifests use %d-%d)" % dc.MANIFEST_PITCH)
     ap.add_argument("--snr-db", type=float, nargs=2, default=[5.0, 45.0], metavar=("MIN", "MAX"),
                     help="range of the additive-noise SNR augmentation")
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,

@@ -6,10 +6,12 @@
 # audio (probe 7: 14.0% / 18.5%), so expect to need about 6 h there. One run, seed 7: leaving the early
 # all-blank plateau is fragile (tools/README.md, probe 8); if dev CER is still 100% at 20 min, rerun with
 # another --seed.
-#   bash tools/train_single.sh [OUT]      (default: build/single; extra args go to train_demo_model.py)
+#   bash tools/train_single.sh [OUT] [ARGS...]   (default OUT: build/single; ARGS go to train_demo_model.py,
+#                                                  later ones win: --seed 3, --resume)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-build/single}; shift || true
+OUT=build/single
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT=$1; shift; fi  # a leading --flag is not OUT
 PY=${PYTHON:-.venv/bin/python}
 [ -f build/demo_corpus/train.tsv ] || "$PY" tools/demo_corpus.py --out build/demo_corpus
 mkdir -p "$OUT"

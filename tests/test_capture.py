@@ -47,13 +47,19 @@ class Streamer:
 
     def __init__(self, *args, env=None) -> None:
         env = dict(env or os.environ, PYTHONPATH=str(ROOT))
+        # SIGINT as at a terminal (Ctrl+C): a background job of a non-interactive shell (nohup ... &, some CI
+        # runners) inherits it ignored, and Python then never raises KeyboardInterrupt
         self.proc = subprocess.Popen([sys.executable, "-m", "streamer", *map(str, args)], env=env, cwd=ROOT,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.stderr_lines: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._stdout: list[str] = []  # read on a thread too, so that finish()'s timeout holds
+        self._out_reader = threading.Thread(target=lambda: self._stdout.append(self.proc.stdout.read()),
+                                            daemon=True)
+        self._out_reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stderr:
@@ -78,10 +84,14 @@ class Streamer:
     def finish(self, sig=None, timeout: float = EXIT_TIMEOUT_S) -> tuple[int, str, str]:
         if sig is not None:
             self.proc.send_signal(sig)
-        out = self.proc.stdout.read()
-        self.proc.wait(timeout=timeout)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"streamer did not exit within {timeout} s; stderr: {self.stderr_lines}") from None
         self._reader.join(5)
-        return self.proc.returncode, out, "\n".join(self.stderr_lines)
+        self._out_reader.join(5)
+        return self.proc.returncode, "".join(self._stdout), "\n".join(self.stderr_lines)
 
 
 def wait_until(predicate, timeout: float, what: str):

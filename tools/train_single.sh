@@ -3,8 +3,9 @@
 # (bf16 autocast): 145 min of training + ~80 s of audio generation, measured 2026-12-03 (tools/README.md,
 # probe 9): fp16 bundle 8.13% / 14.31% CER (seen voices / held-out voice) on the held-out manifest,
 # 9.82% / 16.25% on the everyday set; rerun from a fresh clone the same day: 148 min from clone to bundle,
-# 8.10% / 14.33%, 9.29% / 16.25% (benchmarks/results/demo_single_2026-12-03/). On a 2-core AVX2 CPU (fp32) the same minutes process ~2.5x less
-# audio (probe 7: 14.0% / 18.5%), so expect to need about 6 h there. One run, seed 7: leaving the early
+# 8.10% / 14.33%, 9.29% / 16.25% (benchmarks/results/demo_single_2026-12-03/). On a 2-core AVX2 CPU
+# (fp32) the same minutes process ~2.5x less audio (probe 7: 14.0% / 18.5%), so expect to need about 6 h
+# there. One run, seed 7: leaving the early
 # all-blank plateau is fragile (tools/README.md, probe 8); if dev CER is still 100% at 20 min, rerun with
 # another --seed.
 #   bash tools/train_single.sh [OUT] [ARGS...]   (default OUT: build/single; ARGS go to train_demo_model.py,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.decoding import Vocabulary
-from streamer.windowing import FrameGeometry
+from streamer.core.decoding import Vocabulary
+from streamer.core.windowing import FrameGeometry
 
 LETTERS = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ETAONIHSRDLUMWCFGYPBVK'XJQZ")
 
@@ -63,8 +63,7 @@ def make_tiny_ctc_folder(folder: Path, family: str = "base", vocab: list[str] | 
     no attention mask (like wav2vec2-base-960h); 'large': layer-norm + stable layer norm, attention mask
     (like wav2vec2-large-960h-lv60-self)."""
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
-                              Wav2Vec2ForCTC, Wav2Vec2Processor)
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
 
     folder.mkdir(parents=True, exist_ok=True)
     tokens = vocab or LETTERS

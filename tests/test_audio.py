@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.audio.files import iter_blocks_16k, probe, read_16k
 from streamer.audio.resample import StreamingResampler, to_mono

@@ -8,14 +8,15 @@ import sys
 import numpy as np
 import pytest
 
+from streamer.core.config import Config, VadConfig, WindowConfig
+from streamer.core.decoding import Vocabulary
+from streamer.core.events import AudioChunk, FinalEvent
+from streamer.core.recognizer import Recognizer
+from streamer.core.vad import VadSegmenter
+from streamer.errors import MissingDependencyError
+
 from desktop_fixtures import run_streamer, speech_clip, tiny_model  # noqa: F401
 from helpers import LETTERS, LocalModel, always_speech
-from streamer.config import Config, VadConfig, WindowConfig
-from streamer.decoding import Vocabulary
-from streamer.errors import MissingDependencyError
-from streamer.events import AudioChunk, FinalEvent
-from streamer.recognizer import Recognizer
-from streamer.vad import VadSegmenter
 
 VOCAB = Vocabulary(tuple(LETTERS), blank_id=0, word_delimiter="|")
 
@@ -33,7 +34,7 @@ def logits_for(spelling: str) -> np.ndarray:
 
 
 def test_labels_follow_the_vocabulary():
-    from streamer.beam import labels_for
+    from streamer.model.beam import labels_for
 
     labels, special = labels_for(VOCAB)
     assert labels[0] == "" and labels[LETTERS.index("|")] == " " and labels[LETTERS.index("E")] == "E"
@@ -43,7 +44,7 @@ def test_labels_follow_the_vocabulary():
 
 def test_peaked_logits_decode_like_greedy_and_hotwords_tip_an_ambiguous_frame():
     needs_pyctcdecode()
-    from streamer.beam import BeamRescorer
+    from streamer.model.beam import BeamRescorer
 
     assert BeamRescorer(VOCAB)(logits_for("HH_EL_LLO_  _W_ORLDD")) == "HELLO WORLD"
     x = logits_for("C_A_TT")
@@ -65,7 +66,7 @@ def test_recognizer_hands_each_utterance_to_the_rescorer_whole():
     """With peaked logits beam search agrees with greedy stitching, so finals must be equal: the rescorer saw
     exactly the committed frames of each utterance, forced splits included."""
     needs_pyctcdecode()
-    from streamer.beam import BeamRescorer
+    from streamer.model.beam import BeamRescorer
 
     rng = np.random.default_rng(3)
     n = 16000 * 7
@@ -87,7 +88,7 @@ def test_recognizer_hands_each_utterance_to_the_rescorer_whole():
 
 
 def test_missing_extra_is_one_line_with_the_install_hint(monkeypatch):
-    from streamer.beam import check_available
+    from streamer.model.beam import check_available
 
     monkeypatch.setitem(sys.modules, "pyctcdecode", None)  # as if not installed
     with pytest.raises(MissingDependencyError) as err:
@@ -99,9 +100,10 @@ def test_missing_extra_is_one_line_with_the_install_hint(monkeypatch):
 @pytest.mark.slow
 def test_cli_beam_decoder_with_hotwords(tmp_path, tiny_model, speech_clip, capsys, monkeypatch):
     needs_pyctcdecode()
+    import streamer.app.run as run
     import streamer.cli as cli
 
-    monkeypatch.setattr(cli, "_status", cli._stderr)  # show the start-up lines although stderr is no terminal
+    monkeypatch.setattr(run, "status", run.stderr_line)  # show the start-up lines although stderr is no terminal
     base = ["--file", str(speech_clip), "--no-tui", "--model", str(tiny_model)]
     assert cli.main(base) == 0
     greedy = capsys.readouterr()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from streamer.bench.metrics import SegmentTruth, fidelity, instability, segment_timings
-from streamer.events import FinalEvent, PartialEvent
-from streamer.windowing import FrameGeometry
+from streamer.core.events import FinalEvent, PartialEvent
+from streamer.core.windowing import FrameGeometry
 
 REPO = Path(__file__).resolve().parents[1]
 G = FrameGeometry.from_conv((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2), 16000)
@@ -132,7 +132,7 @@ class SlowLocalModel:
 @pytest.fixture(scope="module")
 def smoke_work():
     from streamer.bench.suite import Workload
-    from streamer.config import Config
+    from streamer.core.config import Config
 
     return Workload.build("smoke", Config())
 
@@ -140,11 +140,11 @@ def smoke_work():
 def _summary(mode, seconds, work):
     from streamer.bench.runs import RUNNERS
     from streamer.bench.suite import summarize_run
-    from streamer.config import Config
+    from streamer.core.config import Config
 
     model = SlowLocalModel(seconds)
     model.quantized, model.dtype, model.device, model.parameters, model.reuse_mode = False, None, "cpu", 0, "off"
-    from streamer.model import ReuseCounters
+    from streamer.model.reuse import ReuseCounters
 
     model.counters = ReuseCounters()
     run = RUNNERS[mode](model, Config(), work.session.audio)

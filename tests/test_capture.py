@@ -19,7 +19,8 @@ import pytest
 import soundfile as sf
 
 from conftest import espeak
-from streamer.audio.capture import Capture, check_settings, resolve_input_device
+from streamer.audio.capture import Capture
+from streamer.audio.devices import check_settings, resolve_input_device
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.cli import main
 from streamer.errors import ModelLoadError
@@ -231,13 +232,13 @@ class _Status:
 
 
 def _fake_settings(rate: int = 48000):
-    from streamer.audio.capture import CaptureSettings, InputDevice
+    from streamer.audio.devices import CaptureSettings, InputDevice
 
     return CaptureSettings(InputDevice(5, "Test Mic", "ALSA", 2, rate, True), rate, 1)
 
 
 def test_callback_counts_queue_full_drops_and_overflows():
-    from streamer.config import BufferConfig
+    from streamer.core.config import BufferConfig
 
     capture = Capture(_fake_settings(48000), RingBuffer(16000 * 5), threading.Event(),
                       BufferConfig(capture_queue_blocks=2))

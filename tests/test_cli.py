@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import LETTERS, make_tiny_ctc_folder
 from streamer.cli import main
+
+from helpers import make_tiny_ctc_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 GERMAN = ["<pad>", "<s>", "</s>", "<unk>", "|"] + list("ENISRATDHULCGMOBWFKZPVÜÄÖßJYXQ") + ["'"]

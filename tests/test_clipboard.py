@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from desktop_fixtures import (demo_model_or_skip, espeak_clip, read_clipboard, run_streamer, speech_clip,  # noqa: F401
-                              tiny_model, xvfb)
 from streamer.errors import SinkError
 from streamer.sinks.clipboard import ToolClipboard, detect_clipboard, find_tool
 from streamer.sinks.dictation import Dictation, ShapingConfig
+
+from desktop_fixtures import demo_model_or_skip, espeak_clip, read_clipboard, run_streamer, speech_clip, tiny_model, xvfb  # noqa: F401
 
 needs_xclip = pytest.mark.skipif(not shutil.which("xclip"), reason="xclip is not installed (scripts/setup.sh installs it)")
 
@@ -69,14 +69,10 @@ def test_tool_clipboard_round_trip_and_unicode(xvfb):
 
 @needs_xclip
 def test_start_up_line_names_the_tool(xvfb):
-    from types import SimpleNamespace
+    from streamer.sinks.desktop import DesktopOptions, build_desktop_sink
 
-    from streamer.sinks.desktop import build_desktop_sink
-
-    args = SimpleNamespace(clipboard="append", type=False, shaping=True, capitalize=True, spoken_punctuation=True,
-                           editing_commands=True, commands=None, commands_only=False)
     lines: list[str] = []
-    sink = build_desktop_sink(args, status=lines.append)
+    sink = build_desktop_sink(DesktopOptions(clipboard="append"), status=lines.append)
     assert sink is not None and sink.clipboard is not None
     assert lines == ["streamer: dictation (shaped, finals only) into the clipboard (append, xclip)"]
 

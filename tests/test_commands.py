@@ -7,17 +7,17 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from desktop_fixtures import (demo_model_or_skip, espeak_clip, run_streamer, speech_clip, tiny_model,  # noqa: F401
-                              wait_for)
+from streamer.core.events import FinalEvent, PartialEvent
 from streamer.errors import ConfigError
-from streamer.events import FinalEvent, PartialEvent
 from streamer.sinks.commands import best_match, load_commands
 from streamer.sinks.desktop import DesktopOptions, DesktopSink, build_desktop_sink
+
+from desktop_fixtures import demo_model_or_skip, espeak_clip, run_streamer, speech_clip, tiny_model, wait_for  # noqa: F401
 
 MARKER_SCRIPT = "import sys; open(sys.argv[1], 'a').write(repr(sys.argv[1:]) + '\\n')"
 
@@ -255,14 +255,13 @@ def test_keys_and_insert_actions_and_dictation_around_them(tmp_path):
 
 def test_build_checks_tools_before_the_model_loads(tmp_path):
     path = write(tmp_path, '[commands.save]\nphrase = "save the file"\nkeys = ["ctrl+s"]\n')
-    args = SimpleNamespace(clipboard="off", type=False, shaping=True, capitalize=True, spoken_punctuation=True,
-                           editing_commands=True, commands=str(path), commands_only=True)
+    options = DesktopOptions(commands=path, commands_only=True)
     from streamer.errors import SinkError
 
     with pytest.raises(SinkError, match=r"keys action of commands\.save .* needs a graphical session"):
-        build_desktop_sink(args, env={})
+        build_desktop_sink(options, env={})
     with pytest.raises(ConfigError, match="--commands-only needs --commands"):
-        build_desktop_sink(SimpleNamespace(**{**vars(args), "commands": None}), env={})
+        build_desktop_sink(replace(options, commands=None), env={})
 
 
 # -- end to end through the CLI ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.audio.capture import InputDevice, check_settings, list_input_devices, resolve_input_device
+from streamer.audio.devices import InputDevice, check_settings, list_input_devices, resolve_input_device
 from streamer.errors import AudioDeviceError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,10 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from streamer.core.config import ModelConfig, WindowConfig
+from streamer.core.windowing import WindowSchedule
+from streamer.model import load_model
+from streamer.model.reuse import NormStats
+
 from helpers import make_tiny_ctc_folder
-from streamer.config import ModelConfig, WindowConfig
-from streamer.model import NormStats, load_model
-from streamer.windowing import WindowSchedule
 
 pytest.importorskip("transformers")
 
@@ -51,14 +53,14 @@ def load(folder, **kw):
 
 def reference(plain, audio, stats: NormStats | None):
     """A full forward pass of the unwrapped model on the window normalised with `stats`."""
-    return plain._forward(plain.normalize(audio, stats))
+    return plain.forward(plain.normalize(audio, stats))
 
 
 @pytest.mark.parametrize("tolerance,norm_stats", [(float("inf"), "window"), (0.1, "window"), (0.1, "utterance")])
 def test_layer_norm_reuse_equals_full_forward(tiny_folders, tolerance, norm_stats):
     reusing = load(tiny_folders["large"], norm_tolerance=tolerance, norm_stats=norm_stats)
     plain = load(tiny_folders["large"], reuse_features=False)
-    assert reusing.reuse_mode == "local" and reusing.features_depend_on_stats
+    assert reusing.reuse_mode == "local" and reusing.reuse.features_depend_on_stats
     assert plain.reuse_mode == "off"
     windows = schedule_windows(reusing, speechlike(4.0))
     assert len(windows) > 10
@@ -142,7 +144,7 @@ def full_forward_with_held_group_norm(plain, audio, stats: NormStats, group_norm
 
     handle = gn.register_forward_hook(held)
     try:
-        return plain._forward(plain.normalize(audio, stats))
+        return plain.forward(plain.normalize(audio, stats))
     finally:
         handle.remove()
 
@@ -153,13 +155,13 @@ def test_group_norm_reuse_equals_full_forward_with_the_held_statistics(tiny_fold
     plain = load(tiny_folders["base"], reuse_features=False)
     for start, audio in schedule_windows(reusing, speechlike(4.0, seed=2)):
         got = reusing.logits(audio, start)
-        want = full_forward_with_held_group_norm(plain, audio, reusing.last_stats, reusing._utterance.group_norm)
+        want = full_forward_with_held_group_norm(plain, audio, reusing.last_stats, reusing.reuse._utterance.group_norm)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     c = reusing.counters
     assert c.reused_share > 0.3, c
     assert (c.restarts == 0) if tolerance == float("inf") else (c.restarts > 0)
     # the model object itself is left with a plain GroupNorm (the offline decode uses it)
-    assert reusing._held_gn.held is None
+    assert reusing.reuse.held_gn.held is None
 
 
 def test_group_norm_reuse_with_zero_tolerance_is_the_plain_model(tiny_folders):
@@ -175,8 +177,8 @@ def test_group_norm_ignores_input_statistics(tiny_folders):
     input is removed by the first layer's group norm (conv without bias)."""
     plain = load(tiny_folders["base"], reuse_features=False)
     audio = speechlike(1.5, seed=3)
-    a = plain._forward(plain.normalize(audio))
-    b = plain._forward(plain.normalize(audio, NormStats(0.05, 3.0)))
+    a = plain.forward(plain.normalize(audio))
+    b = plain.forward(plain.normalize(audio, NormStats(0.05, 3.0)))
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
@@ -184,8 +186,8 @@ def test_layer_norm_depends_on_input_statistics(tiny_folders):
     """And why the layer-norm path does: the first conv's bias is added before the per-frame norm."""
     plain = load(tiny_folders["large"], reuse_features=False)
     audio = speechlike(1.5, seed=3)
-    a = plain._forward(plain.normalize(audio))
-    b = plain._forward(plain.normalize(audio, NormStats(0.05, 3.0)))
+    a = plain.forward(plain.normalize(audio))
+    b = plain.forward(plain.normalize(audio, NormStats(0.05, 3.0)))
     assert np.abs(a - b).max() > 1e-3
 
 

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from desktop_fixtures import espeak_clip, streamer_env, tiny_model  # noqa: F401
-from streamer.events import FinalEvent, PartialEvent, StatsEvent, Word
+from streamer.core.events import FinalEvent, PartialEvent, StatsEvent, Word
 from streamer.sinks.files import open_output
+
+from desktop_fixtures import espeak_clip, streamer_env, tiny_model  # noqa: F401
 
 EXTS = (".txt", ".srt", ".vtt", ".jsonl")
 
@@ -109,10 +110,11 @@ def test_failing_output_does_not_stop_transcription(tmp_path, capsys):
     outputs keep every final."""
     import subprocess
 
-    from helpers import make_tiny_ctc_folder
     from streamer.cli import main
     from streamer.errors import SinkError
     from streamer.sinks import files
+
+    from helpers import make_tiny_ctc_folder
 
     model = make_tiny_ctc_folder(tmp_path / "m", "base")
     wav = tmp_path / "s.wav"

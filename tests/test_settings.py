@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from desktop_fixtures import run_streamer
 from streamer.cli import build_parser, main
-from streamer.config import DEFAULT_MODEL
+from streamer.cli.settings import default_config_path, format_settings, parse_args
+from streamer.core.config import DEFAULT_MODEL
 from streamer.errors import ConfigError
-from streamer.settings import default_config_path, format_settings, parse_args
+
+from desktop_fixtures import run_streamer
 
 if sys.version_info >= (3, 11):
     import tomllib

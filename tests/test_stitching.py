@@ -3,15 +3,17 @@
 import dataclasses
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.core.config import Config, VadConfig, WindowConfig
+from streamer.core.decoding import GreedyDecoder
+from streamer.core.events import AudioChunk, FinalEvent, PartialEvent
+from streamer.core.recognizer import Recognizer
+from streamer.core.stitching import CTCStitcher, collapse
+from streamer.core.vad import VadSegmenter
 
 from helpers import ContextModel, LocalModel, always_speech
-from streamer.config import Config, VadConfig, WindowConfig
-from streamer.decoding import GreedyDecoder
-from streamer.events import AudioChunk, FinalEvent, PartialEvent
-from streamer.recognizer import Recognizer
-from streamer.stitching import CTCStitcher, collapse
-from streamer.vad import VadSegmenter
 
 
 def offline_text(model, audio):
@@ -122,7 +124,7 @@ def test_no_model_work_during_silence():
 
 
 def test_tentative_text_continues_or_starts_a_word():
-    from streamer.stitching import TokenSpan
+    from streamer.core.stitching import TokenSpan
 
     model = LocalModel()
     rec = Recognizer(model, Config())

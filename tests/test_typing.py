@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from desktop_fixtures import run_streamer, speech_clip, tiny_model, wait_for, xvfb  # noqa: F401
 from streamer.errors import SinkError
 from streamer.sinks.dictation import Delete, Dictation, Insert, ShapingConfig
 from streamer.sinks.typing import WtypeTyper, XdotoolTyper, YdotoolTyper, detect_typer, parse_chord
+
+from desktop_fixtures import run_streamer, speech_clip, tiny_model, wait_for, xvfb  # noqa: F401
 
 needs_xdotool = pytest.mark.skipif(not shutil.which("xdotool"), reason="xdotool is not installed (scripts/setup.sh)")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from streamer.events import FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
+from streamer.core.events import FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
 from streamer.ui import CaptionUI
 from streamer.ui.state import MAX_FINALS, LiveState
 from streamer.ui.view import render
@@ -200,26 +200,36 @@ def test_clear_and_bounded_transcript():
     assert [c.text for c in state.snapshot().captions] == ["after clear"]
 
 
-class _Pipeline:
+class _Controls:
+    """The part of a Session the screen drives (streamer.ui.app.Controls)."""
+
     def __init__(self):
-        self.paused = threading.Event()
+        self.stopping = threading.Event()
         self.finished = threading.Event()
+        self.paused = False
+
+    def request_stop(self):
+        self.stopping.set()
+
+    def toggle_pause(self):
+        self.paused = not self.paused
+        return self.paused
 
 
 def test_keys_pause_clear_quit():
-    stop, pipeline = threading.Event(), _Pipeline()
-    ui = CaptionUI(MODEL, MIC, stop, pipeline)
+    session = _Controls()
+    ui = CaptionUI(MODEL, MIC, session)
     ui.handle(FinalEvent(1.0, 1001.0, 0, "hello", (), 0.0, 1.0))
     ui.press("p")
-    assert pipeline.paused.is_set() and ui.state.snapshot().paused
+    assert session.paused and ui.state.snapshot().paused
     ui.press("P")
-    assert not pipeline.paused.is_set() and not ui.state.snapshot().paused
+    assert not session.paused and not ui.state.snapshot().paused
     ui.press("c")
     assert ui.state.snapshot().captions == ()
     ui.press("x")
-    assert not stop.is_set()
+    assert not session.stopping.is_set()
     ui.press("q")
-    assert stop.is_set()
+    assert session.stopping.is_set()
 
 
 def test_key_reader_on_a_pty():
@@ -243,18 +253,18 @@ def test_key_reader_on_a_pty():
 
 
 def test_run_without_a_terminal_returns_when_the_stream_ends_and_prints_the_transcript(capsys):
-    stop, pipeline = threading.Event(), _Pipeline()
+    session = _Controls()
     out = io.StringIO()
     console = Console(file=out, width=60, height=10, color_system=None)
-    ui = CaptionUI(MODEL, MIC, stop, pipeline, console=console)
+    ui = CaptionUI(MODEL, MIC, session, console=console)
     ui.handle(FinalEvent(1.0, 1001.0, 0, "first caption", (), 0.0, 1.0))
     ui.handle(FinalEvent(2.0, 1002.0, 1, "second caption", (), 1.0, 2.0))
     ui.notify("command: lights matched 'turn off the lights' (score 91)")
-    threading.Timer(0.3, pipeline.finished.set).start()
+    threading.Timer(0.3, session.finished.set).start()
     t = time.monotonic()
     ui.run()  # stdin is not a terminal under pytest: no keys, no termios
     assert time.monotonic() - t < 5
-    assert stop.is_set()
+    assert session.stopping.is_set()
     assert out.getvalue().splitlines()[-2:] == ["first caption", "second caption"]
     assert capsys.readouterr().err == "command: lights matched 'turn off the lights' (score 91)\n"
     ui.notify("command: late")  # after the screen closed: straight to stderr

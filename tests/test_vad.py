@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from streamer.audio.files import read_16k
-from streamer.config import VadConfig
+from streamer.core.config import VadConfig
+from streamer.core.events import AudioChunk
+from streamer.core.vad import VadSegmenter, silero_available
 from streamer.errors import ConfigError
-from streamer.events import AudioChunk
-from streamer.vad import VadSegmenter, silero_available
 
 AUDIO = Path(__file__).resolve().parents[1] / "assets" / "audio"
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import random
 import re

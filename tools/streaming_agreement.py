@@ -2,7 +2,7 @@
 """Streamed finals vs the offline decode of the same model, on the demo model's held-out set.
 
 For each window setting, every held-out clip (regenerated deterministically with espeak-ng from
-tools/demo_heldout_manifest.tsv) is streamed through the real core (streamer.recognizer.Recognizer: VAD,
+tools/demo_heldout_manifest.tsv) is streamed through the real core (streamer.core.recognizer.Recognizer: VAD,
 windows on the frame grid, stitching, the final pass) one hop per step, and its finals are joined; the reference is the
 offline decode of the same clip (processor -> one forward pass -> argmax -> batch_decode, as
 `streamer --offline`). Reports CER / WER between the two (jiwer), the share of identical clips, and the
@@ -35,9 +35,9 @@ SETTINGS = [(None, "default", True), (None, "int8", True), (None, "default", Fal
 
 
 def offline(ctc, audio):
-    from streamer.bench.baselines import greedy_decode
+    from streamer.model.reference import reference_text
 
-    return " ".join(greedy_decode(ctc.model, ctc.processor, audio).split())
+    return " ".join(reference_text(ctc.model, ctc.processor, audio).split())
 
 
 def agreement(reference: list[str], hypothesis: list[str]) -> tuple[float, float, float]:
@@ -54,13 +54,13 @@ def agreement(reference: list[str], hypothesis: list[str]) -> tuple[float, float
 def streamed(ctc, audio, window):
     import numpy as np
 
-    from streamer.config import Config
-    from streamer.events import AudioChunk, FinalEvent
-    from streamer.recognizer import Recognizer
+    from streamer.core.config import Config
+    from streamer.core.events import AudioChunk, FinalEvent
+    from streamer.core.recognizer import Recognizer
 
     rec = Recognizer(ctc, Config(window=window))
     events = []
-    block = 320
+    block = 320  # 20 ms feed blocks, as a capture callback delivers them
     for i in range(0, len(audio), block):
         events += rec.feed(AudioChunk(i, np.ascontiguousarray(audio[i : i + block]), 16000))
     events += rec.finish()
@@ -76,9 +76,10 @@ def main(argv=None) -> int:
 
     import jiwer
 
-    from eval_demo_model import load_heldout_clips
-    from streamer.config import ModelConfig, WindowConfig
+    from streamer.core.config import ModelConfig, WindowConfig
     from streamer.model import load_model
+
+    from eval_demo_model import load_heldout_clips
 
     # The reference is float32 (as `streamer --offline`); streaming runs at streamer's CPU default.
     ctc = load_model(ModelConfig(name=a.model, device="cpu"))

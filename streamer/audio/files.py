@@ -11,7 +11,7 @@ import numpy as np
 import soundfile as sf
 
 from streamer.audio.resample import StreamingResampler
-from streamer.config import MODEL_SAMPLE_RATE
+from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.errors import AudioFileError
 
 #: Native-rate frames read per block: 20 ms at 48 kHz, like a capture callback.

@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 
-from streamer.config import MODEL_SAMPLE_RATE
-from streamer.events import AudioChunk
+from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.core.events import AudioChunk
 
 
 class RingBuffer:

@@ -22,8 +22,9 @@ import numpy as np
 
 from streamer.bench.corpus import LONG_UTTERANCE_S, Session
 from streamer.bench.metrics import SegmentTruth, fidelity, percentile_ms
-from streamer.config import MODEL_SAMPLE_RATE
-from streamer.windowing import FrameGeometry
+from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.core.windowing import FrameGeometry
+from streamer.model.reference import reference_text
 
 #: The transformers pipeline's chunking, as in its documentation for long audio with CTC models.
 HF_CHUNK_LENGTH_S = 10.0
@@ -71,20 +72,6 @@ class BaselineResult:
         return out
 
 
-def greedy_decode(model, processor, audio: np.ndarray) -> str:
-    """The Hugging Face tutorial decode."""
-    import torch
-
-    inputs = processor(audio, sampling_rate=MODEL_SAMPLE_RATE, return_tensors="pt")
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
-    with torch.inference_mode():
-        logits = model(**inputs).logits
-    ids = torch.argmax(logits, dim=-1)
-    return processor.batch_decode(ids)[0]
-
-
 def make_pipeline(model, processor):
     from transformers import pipeline
 
@@ -100,7 +87,7 @@ def _sync(model) -> None:
         torch.cuda.synchronize()
 
 
-def run_jobs(name: str, jobs: list[Job], decode) -> BaselineResult:
+def run_jobs(name: str, jobs: list[Job], decode, g: FrameGeometry) -> BaselineResult:
     free_at = 0.0
     texts, lat, longm, compute = {}, [], [], 0.0
     for job in sorted(jobs, key=lambda j: j.ready_sample):
@@ -110,7 +97,7 @@ def run_jobs(name: str, jobs: list[Job], decode) -> BaselineResult:
         compute += c
         start = max(free_at, job.ready_sample / MODEL_SAMPLE_RATE)
         free_at = start + c
-        arrival = (job.frames * 320 + 400) / MODEL_SAMPLE_RATE
+        arrival = (job.frames * g.stride_samples + g.receptive_field_samples) / g.sample_rate
         lat.append(free_at - arrival)
         longm.append(job.long)
     return BaselineResult(name, texts, compute,
@@ -138,7 +125,8 @@ def clip_jobs(session: Session, segments: list[SegmentTruth], g: FrameGeometry) 
     for p in session.placements:
         segs = [s for s in segments if session.placement_at((s.start_sample + s.end_sample) // 2) is p]
         frames = np.concatenate([_speech_frames(s, g) for s in segs]) if segs else np.zeros(0, int)
-        long = np.concatenate([np.full(len(_speech_frames(s, g)), s.duration_s > LONG_UTTERANCE_S) for s in segs]) if segs else np.zeros(0, bool)
+        long = (np.concatenate([np.full(len(_speech_frames(s, g)), s.duration_s > LONG_UTTERANCE_S) for s in segs])
+                if segs else np.zeros(0, bool))
         jobs.append(Job(p.clip.name, p.end_sample, p.clip.audio, frames, long))
     return jobs
 
@@ -146,9 +134,9 @@ def clip_jobs(session: Session, segments: list[SegmentTruth], g: FrameGeometry) 
 def run_baseline(name: str, model, processor, session: Session, segments: list[SegmentTruth],
                  g: FrameGeometry) -> BaselineResult:
     if name == "offline":
-        return run_jobs(name, clip_jobs(session, segments, g), lambda a: _timed(model, greedy_decode, model, processor, a))
+        return run_jobs(name, clip_jobs(session, segments, g), lambda a: _timed(model, reference_text, model, processor, a), g)
     if name == "per_segment":
-        return run_jobs(name, segment_jobs(session, segments, g), lambda a: _timed(model, greedy_decode, model, processor, a))
+        return run_jobs(name, segment_jobs(session, segments, g), lambda a: _timed(model, reference_text, model, processor, a), g)
     if name == "hf_pipeline":
         asr = make_pipeline(model, processor)
 
@@ -158,7 +146,7 @@ def run_baseline(name: str, model, processor, session: Session, segments: list[S
             return out["text"]
 
         decode(np.zeros(MODEL_SAMPLE_RATE, np.float32))  # warm-up
-        return run_jobs(name, segment_jobs(session, segments, g), decode)
+        return run_jobs(name, segment_jobs(session, segments, g), decode, g)
     raise ValueError(f"unknown baseline {name!r}")
 
 

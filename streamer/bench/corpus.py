@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.config import MODEL_SAMPLE_RATE
+from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.errors import ConfigError
 
 #: Room tone between clips: -80 dBFS noise (exact digital silence never happens with a real microphone).
@@ -101,7 +101,7 @@ def synthetic_dir() -> Path:
 
 def real_clips(speech_only: bool = True) -> list[Clip]:
     from streamer.audio.files import read_16k
-    from streamer.model import bundled_asset
+    from streamer.model.loading import bundled_asset
 
     manifest = bundled_asset("audio", "MANIFEST.tsv")
     clips = []

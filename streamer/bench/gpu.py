@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from streamer.bench.suite import load, schedule_windows
-from streamer.config import ModelConfig, WindowConfig
+from streamer.core.config import ModelConfig, WindowConfig
 
 GPU_SPEED_VARIANTS = [
     ("fp32", dict(dtype="float32", reuse_features=False)),

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.config import VadConfig
-from streamer.events import FinalEvent, PartialEvent
-from streamer.vad import VadSegmenter, build_classifier
-from streamer.windowing import FrameGeometry
+from streamer.core.config import VadConfig
+from streamer.core.events import FinalEvent, PartialEvent
+from streamer.core.vad import VadSegmenter, build_classifier
+from streamer.core.windowing import FrameGeometry
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class SegmentTruth:
 
 def vad_segments(audio: np.ndarray, config: VadConfig, block_samples: int, classifier=None) -> list[SegmentTruth]:
     """Run the VAD the recognizer uses over `audio` in delivery blocks, recording what it decided."""
-    from streamer.events import AudioChunk
+    from streamer.core.events import AudioChunk
 
     voiced: list[bool] = []
     base = classifier or build_classifier(config)

@@ -85,8 +85,7 @@ def build_random_folder(spec: ModelSpec, folder: Path) -> Path:
     """Save a random-init Wav2Vec2ForCTC of the spec's configuration with the base-960h vocabulary and the
     real checkpoint's feature-extractor settings, so it loads through load_model() like the real one."""
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC,
-                              Wav2Vec2Processor)
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

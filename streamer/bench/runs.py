@@ -14,18 +14,16 @@
 from __future__ import annotations
 
 import resource
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamer.audio.ringbuffer import RingBuffer
-from streamer.config import MODEL_SAMPLE_RATE, Config
-from streamer.events import AudioChunk, Event, StatsEvent
-from streamer.pipeline import BlockReplay
-from streamer.recognizer import Recognizer
+from streamer.app.session import Session, SessionOptions
+from streamer.audio.replay import BlockReplay, paced_blocks
+from streamer.core.config import MODEL_SAMPLE_RATE, Config
+from streamer.core.events import AudioChunk, Event, StatsEvent
+from streamer.core.recognizer import Recognizer
 
 #: Audio is delivered in 20 ms blocks, the size of a typical capture callback (e.g. 960 frames at 48 kHz).
 BLOCK_MS = 20
@@ -56,13 +54,6 @@ class RunResult:
         return self.t0 + np.asarray(sample) / MODEL_SAMPLE_RATE
 
 
-def paced_source(audio: np.ndarray, ring: RingBuffer, stop: threading.Event, block: int,
-                 clock: Callable[[], float] = time.perf_counter) -> BlockReplay:
-    """Delivers `audio` into the ring buffer in blocks at wall-clock pace, like a microphone."""
-    blocks = (audio[i:i + block] for i in range(0, len(audio), block))
-    return BlockReplay(blocks, ring, "realtime", stop, clock, name="bench-source")
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -73,41 +64,35 @@ def _reset(model) -> None:
 
 
 def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
-    from streamer.pipeline import Pipeline
-
-    _reset(model)
+    """The application's own Session, fed by a paced replay of `audio` in capture-sized blocks."""
     clock = time.perf_counter
-    ring = RingBuffer(int(config.buffer.ring_capacity_s * MODEL_SAMPLE_RATE))
-    stop = threading.Event()
-    source = paced_source(audio, ring, stop, block_samples(block_ms), clock)
-    rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops)
     events: list[Event] = []
     max_lag = [0.0]
+    sources: list[BlockReplay] = []
 
     def collect(e: Event) -> None:
         events.append(e)
         if isinstance(e, StatsEvent):
             max_lag[0] = max(max_lag[0], e.lag_s)
 
-    pipeline = Pipeline(rec, ring, [collect], stop=stop, clock=clock)
+    def paced(ring, stop) -> BlockReplay:
+        source = BlockReplay(paced_blocks(audio, block_samples(block_ms)), ring, "realtime", stop, clock,
+                             name="bench-source")
+        sources.append(source)
+        return source
+
+    session = Session(model, paced, SessionOptions(config, catch_up=True), handlers=[collect], clock=clock)
     cpu0, w0 = time.process_time(), clock()
-    pipeline.start()
-    source.start()
-    try:
-        while not pipeline.finished.wait(0.25):
+    with session:
+        while not session.wait(0.25):
             pass
-    finally:
-        stop.set()
-        ring.close()
-        source.join(5)
-        pipeline.join(5)
     wall, cpu = clock() - w0, time.process_time() - cpu0
-    if pipeline.error is not None:
-        raise pipeline.error
-    if source.error is not None:
-        raise source.error
+    session.raise_errors()
+    source = sources[0]
+    assert source.started_at is not None
+    rec = session.recognizer
     return RunResult("realtime", events, source.started_at, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s,
-                     cpu, rec.windows_run, pipeline.dropped_samples(), max_lag[0], _peak_rss_mb(),
+                     cpu, rec.windows_run, session.dropped_samples(), max_lag[0], _peak_rss_mb(),
                      {"source_late_max_ms": round(source.late_s * 1000, 1)})
 
 

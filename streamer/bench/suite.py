@@ -7,18 +7,17 @@ import gc
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from streamer.bench import baselines as bl
 from streamer.bench.corpus import LONG_UTTERANCE_S, Session, build_session, select_clips, silence
-from streamer.bench.metrics import (SegmentTruth, fidelity, instability, percentile_ms, segment_timings,
-                                    vad_segments)
-from streamer.bench.models import SPECS, model_folder
+from streamer.bench.metrics import SegmentTruth, fidelity, instability, percentile_ms, segment_timings, vad_segments
+from streamer.bench.models import model_folder
 from streamer.bench.runs import BLOCK_MS, RUNNERS, RunResult, block_samples, run_realtime
-from streamer.config import MODEL_SAMPLE_RATE, Config, ModelConfig, WindowConfig
-from streamer.events import FinalEvent
+from streamer.core.config import MODEL_SAMPLE_RATE, Config, ModelConfig, WindowConfig
+from streamer.core.events import FinalEvent
 
 
 def machine() -> dict:
@@ -87,7 +86,7 @@ class Workload:
     segments: list[SegmentTruth]
 
     @classmethod
-    def build(cls, clip_set: str, config: Config) -> "Workload":
+    def build(cls, clip_set: str, config: Config) -> Workload:
         session = build_session(select_clips(clip_set))
         return cls(session, vad_segments(session.audio, config.vad, block_samples(BLOCK_MS)))
 
@@ -174,10 +173,10 @@ def summarize_run(run: RunResult, work: Workload, ctc, config: Config, offline: 
 
 
 def streamer_runs(ctc, config: Config, work: Workload, modes, offline) -> list[dict]:
-    from streamer.recognizer import Recognizer  # noqa: F401 (import cost outside the timed runs)
+    from streamer.core.recognizer import Recognizer  # noqa: F401 (import cost outside the timed runs)
 
     results = []
-    from streamer.model import ReuseCounters
+    from streamer.model.reuse import ReuseCounters
 
     for mode in modes:
         ctc.counters = ReuseCounters()
@@ -248,7 +247,7 @@ def compare(streamer: dict, baselines: list[dict]) -> dict:
 # -- speed work: one window at a time -----------------------------------------------------------------------
 def schedule_windows(geometry, window: WindowConfig, audio: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """The windows a Recognizer runs over one utterance of `audio` (one hop per step)."""
-    from streamer.windowing import WindowSchedule
+    from streamer.core.windowing import WindowSchedule
 
     sched = WindowSchedule(geometry, window)
     out, committed = [], 0

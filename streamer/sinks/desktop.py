@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamer.core.events import Event, FinalEvent
 from streamer.errors import ConfigError, StreamerError
-from streamer.events import Event, FinalEvent
 from streamer.sinks.clipboard import Clipboard, detect_clipboard
 from streamer.sinks.commands import CommandRouter, CommandSet, ProgramRunner, load_commands
 from streamer.sinks.dictation import Delete, Dictation, DictationUpdate, Insert, ShapingConfig
@@ -51,13 +51,6 @@ class DesktopOptions:
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     commands: Path | None = None
     commands_only: bool = False
-
-    @classmethod
-    def from_args(cls, args) -> "DesktopOptions":
-        shaping = ShapingConfig(enabled=args.shaping, capitalize=args.capitalize,
-                                spoken_punctuation=args.spoken_punctuation, editing=args.editing_commands)
-        return cls(clipboard=args.clipboard, type=args.type, shaping=shaping,
-                   commands=Path(args.commands) if args.commands else None, commands_only=args.commands_only)
 
     @property
     def dictating(self) -> bool:
@@ -172,11 +165,10 @@ class DesktopSink:
             self.say(f"streamer: warning: {message} (the transcript goes on)")
 
 
-def build_desktop_sink(args, env=None, say: Callable[[str], None] = _stderr,
+def build_desktop_sink(options: DesktopOptions, env=None, say: Callable[[str], None] = _stderr,
                        status: Callable[[str], None] = _status) -> DesktopSink | None:
-    """The desktop sink for these arguments, or None when no dictation or commands were asked for. Loads
+    """The desktop sink for these options, or None when no dictation or commands were asked for. Loads
     the commands file and finds the tools now, so problems are reported before the model loads."""
-    options = DesktopOptions.from_args(args)
     if options.commands_only and options.commands is None:
         raise ConfigError("--commands-only needs --commands FILE", "give the TOML file of voice commands")
     if options.commands_only and (options.clipboard != "off" or options.type):

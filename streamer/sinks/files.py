@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from streamer.core.events import Event, FinalEvent, LevelEvent
 from streamer.errors import ConfigError, SinkError
-from streamer.events import Event, FinalEvent, LevelEvent
 
 OUTPUT_EXTENSIONS = (".txt", ".srt", ".vtt", ".jsonl")
 

@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from typing import Protocol
 
-from streamer.events import Event
+from streamer.core.events import Event
 from streamer.ui.state import LiveState
 from streamer.ui.view import render
 
@@ -71,12 +72,21 @@ class KeyReader:
         return data.decode("utf-8", "replace")
 
 
+class Controls(Protocol):
+    """What the screen drives (a streamer.app.Session): stop, pause, and the end of the stream."""
+
+    stopping: threading.Event
+    finished: threading.Event
+
+    def request_stop(self) -> None: ...
+
+    def toggle_pause(self) -> bool: ...
+
+
 class CaptionUI:
-    def __init__(self, model: str, audio: str, stop: threading.Event, pipeline, console=None,
-                 keys: KeyReader | None = None) -> None:
+    def __init__(self, model: str, audio: str, session: Controls, console=None, keys: KeyReader | None = None) -> None:
         self.state = LiveState(model, audio)
-        self.stop = stop
-        self.pipeline = pipeline
+        self.session = session
         self.console = console
         self.keys = keys or KeyReader()
         self._notice_lock = threading.Lock()
@@ -103,13 +113,9 @@ class CaptionUI:
     def press(self, key: str) -> None:
         key = key.lower()
         if key == "q":
-            self.stop.set()
+            self.session.request_stop()
         elif key == "p":
-            if self.pipeline.paused.is_set():
-                self.pipeline.paused.clear()
-            else:
-                self.pipeline.paused.set()
-            self.state.set_paused(self.pipeline.paused.is_set())
+            self.state.set_paused(self.session.toggle_pause())
         elif key == "c":
             self.state.clear()
 
@@ -126,12 +132,12 @@ class CaptionUI:
                       get_renderable=self.renderable, redirect_stdout=False, redirect_stderr=False):
                 try:
                     with self.keys.cbreak():
-                        while not (self.stop.is_set() or self.pipeline.finished.is_set()):
-                            for key in self.keys.read(KEY_POLL_S, self.stop):
+                        while not (self.session.stopping.is_set() or self.session.finished.is_set()):
+                            for key in self.keys.read(KEY_POLL_S, self.session.stopping):
                                 self.press(key)
                 finally:
-                    self.stop.set()
-                    self.pipeline.finished.wait(FINISH_WAIT_S)
+                    self.session.request_stop()
+                    self.session.finished.wait(FINISH_WAIT_S)
         finally:
             self.print_transcript(console)
 

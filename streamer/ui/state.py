@@ -7,8 +7,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from streamer.config import MODEL_SAMPLE_RATE
-from streamer.events import Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
+from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.core.events import Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
 
 #: Finished captions kept (for the screen and the transcript printed on exit); older ones are counted.
 MAX_FINALS = 1000

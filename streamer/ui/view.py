@@ -32,7 +32,7 @@ STYLE_WARNING = "bold yellow"
 STYLE_NOTICE = "cyan"
 
 
-def render(snapshot: Snapshot) -> "CaptionScreen":
+def render(snapshot: Snapshot) -> CaptionScreen:
     return CaptionScreen(snapshot)
 
 

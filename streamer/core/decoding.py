@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.events import Word
-from streamer.stitching import TokenSpan, collapse
+from streamer.core.events import Word
+from streamer.core.stitching import TokenSpan, collapse
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Vocabulary:
     word_delimiter: str = "|"
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> "Vocabulary":
+    def from_tokenizer(cls, tokenizer) -> Vocabulary:
         vocab = tokenizer.get_vocab()
         tokens = [""] * (max(vocab.values()) + 1)
         for tok, idx in vocab.items():

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streamer.config import MODEL_SAMPLE_RATE, VadConfig
-from streamer.events import AudioChunk, SpeechBoundary
+from streamer.core.config import MODEL_SAMPLE_RATE, VadConfig
+from streamer.core.events import AudioChunk, SpeechBoundary
 
 #: Classifies one frame of 16-bit little-endian PCM as speech.
 FrameClassifier = Callable[[bytes], bool]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamer.config import WindowConfig
-from streamer.events import Window
+from streamer.core.config import WindowConfig
+from streamer.core.events import Window
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class FrameGeometry:
 
     @classmethod
     def from_conv(cls, kernels: tuple[int, ...] | list[int], strides: tuple[int, ...] | list[int],
-                  sample_rate: int) -> "FrameGeometry":
+                  sample_rate: int) -> FrameGeometry:
         if len(kernels) != len(strides) or not kernels:
             raise ValueError(f"conv kernels {kernels} and strides {strides} must be non-empty and of equal length")
         stride, field = 1, 1

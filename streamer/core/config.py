@@ -171,7 +171,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         self.vad.validate()
         self.window.validate()
         self.model.validate()

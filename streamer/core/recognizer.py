@@ -21,13 +21,12 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.config import MODEL_SAMPLE_RATE, Config
-from streamer.decoding import GreedyDecoder, Vocabulary
-from streamer.events import (AudioChunk, Event, FinalEvent, PartialEvent, SpeechBoundary, StatsEvent,
-                             VadEvent, Window)
-from streamer.stitching import CTCStitcher, collapse
-from streamer.vad import VadSegmenter
-from streamer.windowing import FrameGeometry, WindowSchedule
+from streamer.core.config import MODEL_SAMPLE_RATE, Config
+from streamer.core.decoding import GreedyDecoder, Vocabulary
+from streamer.core.events import AudioChunk, Event, FinalEvent, PartialEvent, SpeechBoundary, StatsEvent, VadEvent, Window
+from streamer.core.stitching import CTCStitcher, collapse
+from streamer.core.vad import VadSegmenter
+from streamer.core.windowing import FrameGeometry, WindowSchedule
 
 
 class FrameModel(Protocol):

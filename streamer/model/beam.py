@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.decoding import Vocabulary
+from streamer.core.decoding import Vocabulary
 from streamer.errors import ConfigError, require
 
 #: Beam width. It runs on the worker at each utterance end, so it delays that final and the audio behind it:
@@ -64,7 +64,7 @@ def check_available(lm_path: str | None = None) -> None:
 
 
 class BeamRescorer:
-    """A FinalRescorer (streamer.recognizer): committed logits of one utterance -> text."""
+    """A FinalRescorer (streamer.core.recognizer): committed logits of one utterance -> text."""
 
     def __init__(self, vocabulary: Vocabulary, lm_path: str | None = None, hotwords: Iterable[str] = (),
                  beam_width: int = DEFAULT_BEAM_WIDTH, hotword_weight: float = DEFAULT_HOTWORD_WEIGHT) -> None:

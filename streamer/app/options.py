@@ -1,0 +1,52 @@
+"""Typed options of a streamer run, built by the command line (streamer.cli.args) or by any other caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamer.app.session import SessionOptions
+from streamer.model.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
+from streamer.sinks.desktop import DesktopOptions
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    #: Transcript files, by extension (.txt, .srt, .vtt, .jsonl).
+    paths: tuple[str, ...] = ()
+    #: Replace existing non-empty files (default: refuse before anything runs).
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    """How finals are decoded: greedy, or beam search (pyctcdecode) with an optional KenLM and hotwords."""
+
+    kind: str = "greedy"
+    beam_width: int = DEFAULT_BEAM_WIDTH
+    lm: str | None = None
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float = DEFAULT_HOTWORD_WEIGHT
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One run of `streamer`: where audio comes from, how it is shown, where transcripts go."""
+
+    session: SessionOptions = field(default_factory=SessionOptions)
+    #: An audio file (None: the microphone).
+    file: str | None = None
+    #: File pacing: fast | realtime (None: realtime with the TUI, fast without).
+    replay: str | None = None
+    #: --offline: decode the whole file at once (the reference decode).
+    offline: bool = False
+    #: Input device: index or part of its name (None: the default input).
+    input_device: str | None = None
+    #: Show the live caption screen (only when stdout is a terminal).
+    tui: bool = False
+    outputs: OutputOptions = field(default_factory=OutputOptions)
+    decoder: DecoderOptions = field(default_factory=DecoderOptions)
+    desktop: DesktopOptions = field(default_factory=DesktopOptions)
+
+    @property
+    def replay_mode(self) -> str:
+        return self.replay or ("realtime" if self.tui else "fast")

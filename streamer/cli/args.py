@@ -1,0 +1,158 @@
+"""Arguments -> typed options. One definition of the model and streaming flags, shared by `streamer` and
+`streamer bench` (add_streaming_arguments / config_from_args)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from streamer import __version__
+from streamer.app.options import DecoderOptions, OutputOptions, RunOptions
+from streamer.app.session import SessionOptions
+from streamer.core.config import DEFAULT_MODEL, BufferConfig, Config, ModelConfig, VadConfig, WindowConfig
+from streamer.errors import ConfigError
+from streamer.model.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
+from streamer.sinks.desktop import DesktopOptions
+from streamer.sinks.dictation import ShapingConfig
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad arguments are one line and exit code 2, as for every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"bad arguments: {message}", f"see {self.prog} --help")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {v}")
+    return v
+
+
+def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
+    """Compute, window and VAD flags (not --model: the benchmark names its models differently)."""
+    d_vad, d_win, d_model = VadConfig(), WindowConfig(), ModelConfig()
+    m = p.add_argument_group("compute")
+    m.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d_model.device,
+                   help="compute device (auto: CUDA fp16 if present)")
+    m.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default=d_model.dtype,
+                   help="weights and activations (auto: float16 on CUDA, float32 on CPU)")
+    m.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=d_model.quantize,
+                   help="int8 dynamic quantisation of the linear layers on CPU (default: on for models of "
+                        f"{d_model.quantize_min_parameters // 1_000_000} M parameters or more, e.g. "
+                        "wav2vec2-base; --quantize / --no-quantize force it)")
+    m.add_argument("--threads", type=positive_int, default=d_model.threads, help="torch CPU threads (0: torch default)")
+    m.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=d_model.reuse_features,
+                   help="reuse conv features across overlapping windows where that is exact (layer-norm encoders)")
+    m.add_argument("--reuse-group-norm", action=argparse.BooleanOptionalAction, default=d_model.reuse_group_norm,
+                   help="experimental: also behind a group-norm first layer, holding its statistics")
+    w = p.add_argument_group("streaming windows")
+    w.add_argument("--hop-ms", type=positive_int, default=d_win.hop_ms, help=f"audio committed per step (default {d_win.hop_ms})")
+    w.add_argument("--left-context-ms", type=positive_int, default=d_win.left_context_ms,
+                   help=f"context before the hop (default {d_win.left_context_ms})")
+    w.add_argument("--lookahead-ms", type=positive_int, default=d_win.lookahead_ms,
+                   help=f"look-ahead after the hop, shown tentatively (default {d_win.lookahead_ms})")
+    w.add_argument("--final-pass-max-s", type=float, default=d_win.final_pass_max_s,
+                   help="decode each utterance up to this long once more in one pass for its final "
+                        f"(default {d_win.final_pass_max_s:g}; 0: finals are the stitched windows)")
+    v = p.add_argument_group("voice activity detection")
+    v.add_argument("--vad-aggressiveness", type=int, default=d_vad.aggressiveness, help=f"0..3 (default {d_vad.aggressiveness})")
+    v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
+    v.add_argument("--vad-confirm", choices=("auto", "silero", "off"), default=d_vad.confirm,
+                   help="confirm webrtcvad's speech frames with Silero VAD (rejects music and noise; auto: if installed)")
+    v.add_argument("--max-segment-s", type=float, default=d_vad.max_segment_s,
+                   help=f"finalise very long speech in pieces after this long (default {d_vad.max_segment_s:g})")
+
+
+def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
+    """The Config of the flags that add_streaming_arguments defined, for the model named `model_name`."""
+    return Config(
+        vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s,
+                      confirm=args.vad_confirm),
+        window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms,
+                            final_pass_max_s=args.final_pass_max_s),
+        model=ModelConfig(name=model_name, device=args.device, dtype=args.dtype, quantize=args.quantize,
+                          threads=args.threads, reuse_features=args.reuse, reuse_group_norm=args.reuse_group_norm),
+        buffer=BufferConfig(),
+    ).validate()
+
+
+SUBCOMMANDS = "subcommands: streamer bench (latency / speed / fidelity benchmark, see streamer bench --help)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from streamer.cli import settings
+
+    p = Parser(prog="streamer", description="Live captions from the microphone (default) or an audio file, "
+               "with a wav2vec2 CTC model stitched exactly on its frame grid.", epilog=SUBCOMMANDS)
+    p.add_argument("--version", action="version", version=f"streamer {__version__}")
+    src = p.add_argument_group("input")
+    src.add_argument("--file", metavar="PATH", help="stream an audio file (WAV/FLAC/OGG, any rate/channels) instead of the microphone")
+    src.add_argument("--replay", choices=("fast", "realtime"), default=None,
+                     help="file pacing: as fast as the pipeline goes, or paced like a microphone "
+                          "(default: realtime with the TUI, fast with --no-tui)")
+    src.add_argument("--offline", action="store_true", help="decode the whole file at once (the Hugging Face reference decode)")
+    src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    src.add_argument("--input-device", metavar="INDEX_OR_NAME", help="input device: index or part of its name")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
+                   help=f"hub id, local HF model folder, or 'demo' for the bundled demo model (default {DEFAULT_MODEL})")
+    add_streaming_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--no-tui", action="store_true", help="plain output: each final on its own stdout line")
+    o.add_argument("--output", action="append", default=[], metavar="PATH",
+                   help="write the transcript; by extension .txt, .srt, .vtt or .jsonl (repeatable)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing --output file (default: refuse)")
+    o.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
+    _add_dictation_arguments(p)
+    settings.add_arguments(p)
+    return p
+
+
+def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("dictation and voice commands (finals only)")
+    d.add_argument("--clipboard", nargs="?", const="replace", default="off", choices=("replace", "append", "off"),
+                   metavar="MODE", help="put each final into the clipboard: replace (the latest utterance; the "
+                   "default MODE) or append (the running transcript)")
+    d.add_argument("--type", action="store_true", help="type finals into the focused window (xdotool, wtype or ydotool)")
+    d.add_argument("--shaping", action=argparse.BooleanOptionalAction, default=True,
+                   help="dictation text shaping: lowercase, capitals, spoken punctuation, 'scratch that'")
+    d.add_argument("--capitalize", action=argparse.BooleanOptionalAction, default=True,
+                   help="capitalise sentence starts and 'I' when shaping")
+    d.add_argument("--spoken-punctuation", action=argparse.BooleanOptionalAction, default=True,
+                   help="'period', 'comma', 'question mark', 'new line', 'new paragraph' ... become characters")
+    d.add_argument("--editing-commands", action=argparse.BooleanOptionalAction, default=True,
+                   help="'scratch that' removes the last utterance")
+    d.add_argument("--commands", metavar="FILE", help="TOML file of voice commands (phrases -> insert, keys or run)")
+    d.add_argument("--commands-only", action="store_true", help="voice commands only: nothing is dictated")
+    b = p.add_argument_group("decoding")
+    b.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
+                   help="greedy (default) or beam search of finals (needs streamer[beam]; uses --lm and hotwords)")
+    b.add_argument("--beam-width", type=positive_int, default=DEFAULT_BEAM_WIDTH,
+                   help=f"beam width (default {DEFAULT_BEAM_WIDTH})")
+    b.add_argument("--lm", metavar="FILE", help="KenLM language model (.arpa or .bin) for beam search")
+    b.add_argument("--hotwords", action="append", default=[], metavar="PHRASE",
+                   help="a word or phrase beam search should prefer (repeatable; the command phrases are added)")
+    b.add_argument("--hotword-weight", type=float, default=DEFAULT_HOTWORD_WEIGHT,
+                   help=f"how strongly hotwords are preferred (default {DEFAULT_HOTWORD_WEIGHT:g})")
+
+
+def desktop_options(args: argparse.Namespace) -> DesktopOptions:
+    shaping = ShapingConfig(enabled=args.shaping, capitalize=args.capitalize,
+                            spoken_punctuation=args.spoken_punctuation, editing=args.editing_commands)
+    return DesktopOptions(clipboard=args.clipboard, type=args.type, shaping=shaping,
+                          commands=Path(args.commands) if args.commands else None, commands_only=args.commands_only)
+
+
+def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptions:
+    return RunOptions(
+        session=SessionOptions(config), file=args.file, replay=args.replay, offline=args.offline,
+        input_device=args.input_device, tui=tui,
+        outputs=OutputOptions(tuple(args.output), args.overwrite),
+        decoder=DecoderOptions(args.decoder, args.beam_width, args.lm, tuple(args.hotwords), args.hotword_weight),
+        desktop=desktop_options(args),
+    )

@@ -1,0 +1,118 @@
+"""Running a loaded CTC model on windows of 16 kHz audio: input normalisation as the processor does it,
+attention masks only for models that expect them, the frame grid read from the model's config, warm-up.
+Feature reuse across overlapping windows is in streamer.model.reuse."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from streamer.core.config import MODEL_SAMPLE_RATE, ModelConfig
+from streamer.core.decoding import Vocabulary
+from streamer.core.windowing import FrameGeometry
+from streamer.errors import ModelLoadError
+from streamer.model.reuse import NORM_EPS, FeatureReuse, NormStats, ReuseCounters
+
+#: Audio used for the warm-up pass (long enough to hit every kernel the windows will use).
+WARMUP_S = 2.0
+
+
+class CTCModel:
+    """A loaded CTC model: frames of logits for windows of 16 kHz audio. Satisfies the core's FrameModel.
+    One thread at a time may call `logits` (feature reuse keeps per-utterance state); several Sessions share
+    one CTCModel through one worker, or take turns."""
+
+    def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool,
+                 config: ModelConfig | None = None, parameters: int | None = None) -> None:
+        import torch
+
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.quantized = quantized
+        cfg = model.config
+        fe = processor.feature_extractor
+        self.sample_rate = int(getattr(fe, "sampling_rate", MODEL_SAMPLE_RATE))
+        if self.sample_rate != MODEL_SAMPLE_RATE:
+            raise ModelLoadError(f"{name} expects {self.sample_rate} Hz audio; streamer feeds {MODEL_SAMPLE_RATE} Hz",
+                                 "use a 16 kHz CTC model")
+        self.geometry = FrameGeometry.from_conv(tuple(cfg.conv_kernel), tuple(cfg.conv_stride), self.sample_rate)
+        self.vocabulary = Vocabulary.from_tokenizer(processor.tokenizer)
+        self.do_normalize = bool(getattr(fe, "do_normalize", True))
+        self.use_attention_mask = bool(getattr(fe, "return_attention_mask", False))
+        #: The checkpoint's parameter count (pass it for a quantised model: packed int8 linears leave parameters()).
+        self.parameters = parameters if parameters is not None else sum(p.numel() for p in model.parameters())
+        self._torch = torch
+        self.config = config or ModelConfig(name=name)
+        self.reuse = FeatureReuse(self)
+
+    @property
+    def description(self) -> str:
+        kind = "int8" if self.quantized else str(self.dtype).replace("torch.", "")
+        return f"{self.name} ({self.parameters / 1e6:.1f} M params, {self.device}, {kind})"
+
+    @property
+    def reuse_mode(self) -> str:
+        """off | local | held group norm (see streamer.model.reuse)."""
+        return self.reuse.mode
+
+    @property
+    def counters(self) -> ReuseCounters:
+        return self.reuse.counters
+
+    @counters.setter
+    def counters(self, value: ReuseCounters) -> None:
+        self.reuse.counters = value
+
+    @property
+    def last_stats(self) -> NormStats | None:
+        """The statistics the last window was normalised with (None: its own, as the processor does)."""
+        return self.reuse.last_stats
+
+    def normalize(self, audio: np.ndarray, stats: NormStats | None = None) -> np.ndarray:
+        """What the processor does to one unpadded input: zero mean, unit variance (when configured); with
+        `stats`, those statistics instead of the input's own."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if not self.do_normalize:
+            return audio
+        if stats is None:
+            return ((audio - audio.mean()) / np.sqrt(audio.var() + NORM_EPS)).astype(np.float32)
+        return ((audio - np.float32(stats.mean)) / np.float32(stats.std)).astype(np.float32)
+
+    def reset(self) -> None:
+        """Forget cached features and statistics (the next window starts a new utterance)."""
+        self.reuse.reset()
+
+    def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
+        """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio starting at absolute sample
+        `start_sample` (a multiple of the stride). Windows of one utterance overlap; with a start sample,
+        conv features of the previous window are reused where that is allowed (streamer.model.reuse)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if self.reuse.mode == "off" or start_sample is None:
+            self.reuse.last_stats = None
+            out = self.forward(self.normalize(audio))
+            self.reuse.plain_pass_done()
+            return out
+        return self.reuse.logits(audio, start_sample)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """One forward pass over already-normalised audio: logits [frames, vocab] as float32."""
+        torch = self._torch
+        xt = torch.from_numpy(x)[None].to(self.device)
+        if self.dtype != torch.float32:
+            xt = xt.to(self.dtype)
+        kwargs = {}
+        if self.use_attention_mask:
+            kwargs["attention_mask"] = torch.ones(xt.shape, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            return self.model(xt, **kwargs).logits[0].float().cpu().numpy()
+
+    def warmup(self) -> float:
+        """One pass on silence-plus-noise so the first real window is not slow; returns seconds taken."""
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        self.logits(rng.normal(0, 0.01, int(WARMUP_S * self.sample_rate)).astype(np.float32))
+        return time.perf_counter() - t0

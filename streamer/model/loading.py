@@ -1,0 +1,231 @@
+"""Loading any Hugging Face CTC checkpoint (hub id, local folder, or the bundled demo model): where it comes
+from, which device and dtype it runs with, int8 dynamic quantisation on CPU, and one-line errors for
+everything that can be wrong with a checkpoint. Inference lives in streamer.model.inference."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from streamer.core.config import DEMO_MODEL_NAME, ModelConfig
+from streamer.errors import ModelLoadError, NoCTCHeadError
+from streamer.model.inference import CTCModel
+
+#: Seconds to wait for the hub's address before calling it unreachable (instead of transformers' retries).
+HUB_PROBE_TIMEOUT_S = 3.0
+#: A hub repository id: "name" or "owner/name".
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+
+
+def bundled_asset(*parts: str) -> Path:
+    """A file under assets/: inside the installed package (streamer/assets), or in a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for base in (package / "assets", package.parent / "assets"):
+        p = base.joinpath(*parts)
+        if p.exists():
+            return p
+    raise FileNotFoundError("/".join(parts))
+
+
+def demo_model_path() -> Path:
+    """The bundled demo model: inside the installed package, or assets/ of a source checkout."""
+    try:
+        folder = bundled_asset("demo_model", "config.json").parent
+    except FileNotFoundError:
+        raise ModelLoadError("the bundled demo model is missing from this installation",
+                             "reinstall streamer, or pass a model folder with --model PATH") from None
+    return folder
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: a local folder or a hub id."""
+
+    name: str
+    path: Path | None
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+
+def resolve_source(name: str) -> ModelSource:
+    if name == DEMO_MODEL_NAME:
+        return ModelSource(name, demo_model_path())
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelLoadError(f"model path {p} is a file, not a model folder",
+                                 "pass a folder with config.json and the weights, a hub id, or 'demo'")
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{p} is not a Hugging Face model folder (no config.json)",
+                                 "pass a folder saved with save_pretrained, a hub id, or 'demo'")
+        return ModelSource(name, p)
+    if not HUB_ID.fullmatch(name):
+        raise ModelLoadError(f"model folder not found: {name}",
+                             "check the path, pass a hub id such as facebook/wav2vec2-base-960h, or use --model demo")
+    return ModelSource(name, None)
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    port = urlparse(endpoint).port or 443
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _is_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(hit, str)
+    except Exception:
+        return False
+
+
+#: Files a CTC checkpoint needs from the hub (weights: safetensors preferred, else the PyTorch pickle).
+HUB_FILES = ["*.json", "*.txt", "*.safetensors"]
+
+
+def _fetch(repo_id: str) -> str:
+    """Download (or find in the cache) what a hub CTC checkpoint needs; returns the local snapshot folder."""
+    from huggingface_hub import snapshot_download
+
+    reachable = _hub_reachable()
+    if not reachable and not _is_cached(repo_id):
+        raise ModelLoadError(
+            f"cannot fetch model {repo_id!r}: the Hugging Face hub is not reachable and it is not in the local cache",
+            "pass a local model folder with --model PATH, or --model demo for the bundled demo model",
+        )
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=not reachable))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(repo_id, allow_patterns=HUB_FILES + ["pytorch_model.bin"],
+                                            local_files_only=not reachable))
+    except Exception as exc:  # RepositoryNotFoundError, GatedRepoError, HTTP and cache errors
+        name = type(exc).__name__
+        if "NotFound" in name or "401" in str(exc) or "404" in str(exc):
+            raise ModelLoadError(f"model {repo_id!r} was not found on the Hugging Face hub",
+                                 "check the id, or pass a local folder / --model demo") from exc
+        raise ModelLoadError(f"cannot fetch model {repo_id!r}: {str(exc).splitlines()[0] if str(exc) else name}",
+                             "check your connection, or pass a local folder / --model demo") from exc
+    if not (folder / "config.json").exists():
+        raise ModelLoadError(f"hub repository {repo_id!r} has no config.json", "it is not a transformers model")
+    return str(folder)
+
+
+def _check_ctc_head(config, where: str) -> None:
+    archs = list(getattr(config, "architectures", None) or [])
+    if archs and not any(a.endswith("ForCTC") for a in archs):
+        raise NoCTCHeadError(
+            f"{where} has no CTC head (it is a {', '.join(archs)} checkpoint)",
+            "streamer needs a model fine-tuned for CTC speech recognition, e.g. facebook/wav2vec2-base-960h or --model demo",
+        )
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError("--device cuda was asked for but no CUDA GPU is available to torch",
+                                 "use --device cpu (or auto)")
+        return "cuda"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str):
+    """auto: float16 on CUDA, float32 on CPU; or the named dtype."""
+    import torch
+
+    if requested == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[requested]
+
+
+def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
+    """Load a CTC model by hub id, local folder or 'demo' (a name, or a ModelConfig with its compute
+    settings). Errors are one-line ModelLoadErrors."""
+    if isinstance(config, str):
+        config = ModelConfig(name=config)
+    config.validate()
+    device = pick_device(config.device)
+    source = resolve_source(config.name)
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
+
+    where = str(source.path) if source.is_local else config.name
+    if source.is_local:
+        target = str(source.path)
+    else:
+        target = _fetch(config.name)  # hub download with its progress bars, then load from the local snapshot
+    transformers.utils.logging.disable_progress_bar()  # no bars for loading local weights
+    try:
+        hf_config = AutoConfig.from_pretrained(target)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load model {where!r}: {str(exc).splitlines()[0]}",
+                             "check the hub id or folder, or use --model demo") from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"{where} is not a model transformers can load: {str(exc).splitlines()[0]}") from exc
+    _check_ctc_head(hf_config, where)
+    if getattr(hf_config, "conv_stride", None) is None:
+        raise ModelLoadError(f"{where} is a {hf_config.model_type} model, not a wav2vec2-style CTC model",
+                             "use a wav2vec2 / HuBERT / WavLM CTC checkpoint")
+    try:
+        processor = AutoProcessor.from_pretrained(target)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{where} has no usable CTC processor/vocabulary (vocab.json, preprocessor_config.json)",
+                             "use a fine-tuned CTC checkpoint that ships its tokenizer") from exc
+    if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
+        raise ModelLoadError(f"{where} has no CTC tokenizer and feature extractor",
+                             "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
+    dtype = pick_dtype(config.dtype, device)
+    try:
+        model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True)
+    except OSError as exc:
+        first = str(exc).splitlines()[0]
+        if "flax" in str(exc).lower() or "msgpack" in str(exc).lower():
+            raise NoCTCHeadError(f"{where} has only Flax weights and no PyTorch CTC model",
+                                 "use a fine-tuned PyTorch CTC checkpoint, or --model demo") from exc
+        raise ModelLoadError(f"cannot load the weights of {where}: {first}") from exc
+    missing = [k for k in info.get("missing_keys", []) if "lm_head" in k]
+    if missing:
+        raise NoCTCHeadError(f"{where} has no CTC head (its weights lack lm_head)",
+                             "streamer needs a model fine-tuned for CTC, e.g. facebook/wav2vec2-base-960h or --model demo")
+    vocab_size = len(processor.tokenizer)
+    if model.config.vocab_size < len(processor.tokenizer.get_vocab()):
+        raise ModelLoadError(f"{where}: the tokenizer has {vocab_size} tokens but the CTC head only {model.config.vocab_size}")
+    model.eval()
+    n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
+    quantized = False
+    if device == "cpu":
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        want_int8 = config.quantize if config.quantize is not None else n_parameters >= config.quantize_min_parameters
+        if want_int8 and dtype == torch.float32:
+            import warnings
+
+            with warnings.catch_warnings():  # torch >= 2.10 points to torchao; the eager API still works
+                warnings.simplefilter("ignore")
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            quantized = True
+    if dtype != torch.float32 or device != "cpu":
+        model = model.to(device=device, dtype=dtype)
+    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters)
+    if warmup:
+        ctc.warmup()
+    return ctc

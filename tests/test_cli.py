@@ -106,8 +106,9 @@ def test_headless_model_is_refused(tmp_path, speech_wav, capsys):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     folder = tmp_path / "encoder-only"
-    Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                                 conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)).save_pretrained(folder)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(config).save_pretrained(folder)
     assert main(["--file", str(speech_wav), "--model", str(folder), "--no-tui"]) != 0
     assert "no CTC head" in capsys.readouterr().err
 
@@ -140,7 +141,8 @@ def test_bad_input_is_one_line(args, expected, tmp_path, speech_wav, capsys, mon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # behave as on a machine with no hub, quickly
     existing = tmp_path / "earlier.txt"
     existing.write_text("A TRANSCRIPT FROM AN EARLIER RUN\n")
-    subs = {"{existing}": str(existing), "{junk}": str(junk), "{empty}": str(empty), "{speech}": str(speech_wav), "{folder_without_config}": str(tmp_path / "nocfg")}
+    subs = {"{existing}": str(existing), "{junk}": str(junk), "{empty}": str(empty), "{speech}": str(speech_wav),
+            "{folder_without_config}": str(tmp_path / "nocfg")}
     code = main([subs.get(a, a) for a in args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0

@@ -74,7 +74,8 @@ def test_partials_show_committed_prefix_and_tentative_tail():
     committed = [p.committed_text for p in partials]
     for a, b in zip(committed, committed[1:]):
         assert b.startswith(a.rsplit(" ", 1)[0])  # committed text only grows
-    assert all(p.tentative_until_s - p.committed_until_s == 0.32 or abs(p.tentative_until_s - p.committed_until_s - 0.32) < 1e-6 for p in partials)
+    assert all(p.tentative_until_s - p.committed_until_s == 0.32 or abs(p.tentative_until_s - p.committed_until_s - 0.32) < 1e-6
+               for p in partials)
     final = [e for e in events if isinstance(e, FinalEvent)][-1]
     assert final.text == offline_text(model, audio)
 

@@ -435,7 +435,7 @@ def make_heldout_manifest(heldout_rows: list[tuple[str, str]], n_per_group: int 
     rng.shuffle(rows)
     items = []
     for gi, group in enumerate(("seen_voices", "heldout_voice")):
-        for k, (src, text) in enumerate(rows[gi * n_per_group:(gi + 1) * n_per_group]):
+        for k, (_src, text) in enumerate(rows[gi * n_per_group:(gi + 1) * n_per_group]):
             if group == "seen_voices":
                 acc = rng.choice(TRAIN_ACCENTS)
                 var = rng.choice(TRAIN_VARIANTS)

@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     pad_cer, _, pad_same = agreement(off, padded)
     print(f"offline with 0.3 s more silence each side vs offline: CER {pad_cer:.2%}, identical {pad_same:.1%}")
     rows = []
-    header = f"{'prec':>7} {'hop':>5} {'left':>5} {'look':>5} {'pass':>5} {'CER vs offline':>15} {'WER vs offline':>15} {'identical':>10} {'CER vs truth':>13} {'windows':>8}"
+    header = (f"{'prec':>7} {'hop':>5} {'left':>5} {'look':>5} {'pass':>5} {'CER vs offline':>15} {'WER vs offline':>15} "
+              f"{'identical':>10} {'CER vs truth':>13} {'windows':>8}")
     print(header)
     for s, precision, final_pass in SETTINGS:
         window = WindowConfig() if s is None else WindowConfig(*s)
@@ -118,8 +119,9 @@ def main(argv=None) -> int:
             outs.append(text)
             windows += rec.windows_run
         cer, wer, same = agreement(off, outs)
-        row = {"precision": prec, "hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms, "lookahead_ms": window.lookahead_ms,
-               "final_pass_max_s": window.final_pass_max_s, "default": default, "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
+        row = {"precision": prec, "hop_ms": window.hop_ms, "left_context_ms": window.left_context_ms,
+               "lookahead_ms": window.lookahead_ms, "final_pass_max_s": window.final_pass_max_s, "default": default,
+               "cer_vs_offline": cer, "wer_vs_offline": wer, "identical_share": same,
                "cer_vs_truth": jiwer.cer(refs_true, outs), "windows": windows, "clips": len(data)}
         if s is None and precision == "default":  # the model's accuracy streamed at the defaults, per manifest group, beside offline
             for group in sorted({d[0]["group"] for d in data}):

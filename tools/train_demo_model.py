@@ -228,7 +228,7 @@ class StreamGate:
         i = self.taken
         while True:
             with self.cond:
-                self.cond.wait_for(lambda: self._open(i))
+                self.cond.wait_for(lambda i=i: self._open(i))
                 if self.closed:
                     return
             yield i
@@ -642,7 +642,8 @@ def main(argv=None):
         model.freeze_feature_encoder()
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"feature encoder frozen: training {n_train / 1e6:.2f} M parameters", flush=True)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr_peak, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr_peak, betas=(0.9, 0.98), eps=1e-6,
+                            weight_decay=0.01)
     if args.amp is None:
         args.amp = native_bf16(device.type, cpu_flags(), cuda and torch.cuda.is_bf16_supported())
     amp = torch.bfloat16 if args.amp else None

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         doc["headline_candidate"] = part["headline_candidate"]
     path = Path(args.json or "streamer-bench.json")
     report.write_json(doc, path)
-    transcripts = {f"{r.get('model')}/{r.get('mode')}/{r.get('variant', '')}": {"streamed": r.get("_texts"), "offline": r.get("_offline")}
+    transcripts = {f"{r.get('model')}/{r.get('mode')}/{r.get('variant', '')}":
+                   {"streamed": r.get("_texts"), "offline": r.get("_offline")}
                    for r in doc["results"] if r.get("_texts")}
     if transcripts:
         path.with_name(path.stem + ".transcripts.json").write_text(json.dumps(transcripts, indent=1), encoding="utf-8")

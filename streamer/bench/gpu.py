@@ -49,7 +49,7 @@ def batching(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = "fl
     for b in (1, 2, 4, 8, 16):
         xb = x1.repeat(b, 1)
         with torch.inference_mode():
-            t = _timed(lambda: ctc.model(xb), device, repeats)
+            t = _timed(lambda xb=xb: ctc.model(xb), device, repeats)
         out.append({"model": key, "experiment": "batching", "dtype": dtype, "batch": b, "window_ms": round(n / 16, 1),
                     "ms_per_forward": round(t * 1000, 2), "ms_per_window": round(t * 1000 / b, 2)})
     return out
@@ -69,7 +69,7 @@ def fixed_shape(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = 
                                   ("fixed (left-padded)", True, True)):
         torch.backends.cudnn.benchmark = bench_flag
         ts = []
-        for rep in range(2):  # the first pass includes per-shape set-up; report the second
+        for _rep in range(2):  # the first pass includes per-shape set-up; report the second
             ts = []
             for _, a in windows:
                 x = ctc.normalize(a)

@@ -28,14 +28,12 @@ class StreamingResampler:
         self._passthrough = in_rate == out_rate
         self._stream = None if self._passthrough else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
         self.samples_in = 0
-        self.samples_out = 0
 
     def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         block = np.ascontiguousarray(to_mono(block))
         self.samples_in += len(block)
         out = block.copy() if self._passthrough else self._stream.resample_chunk(block, last=last)
         out = np.asarray(out, dtype=np.float32)
-        self.samples_out += len(out)
         return out
 
     def flush(self) -> np.ndarray:

@@ -28,7 +28,6 @@ class ModelSpec:
     #: Feature-extractor settings of the real checkpoint.
     attention_mask: bool = False
     real_checkpoint: str = ""
-    notes: str = ""
     extra: dict = field(default_factory=dict)
 
     @property

@@ -15,10 +15,9 @@ DEFAULT_MODEL = "facebook/wav2vec2-base-960h"
 #: The name that resolves to the small model trained in this repository (assets/demo_model).
 DEMO_MODEL_NAME = "demo"
 
-#: OpenMP wait policy for torch's CPU threads, set before torch is imported ("" leaves the runtime's
-#: default, which spins): PASSIVE threads sleep between parallel regions. Thread study in BENCHMARKS.md,
-#: base model int8 step on the 2-core CPU, 2 threads: 20-30 % slower on an idle machine, but 1.8x faster
-#: and steady when another process keeps one core busy (spinning threads then fight it: 205 vs 114 ms).
+#: OpenMP wait policy for torch's CPU threads, set before torch is imported (streamer.model.runtime; ""
+#: leaves the runtime's default, which spins): PASSIVE threads sleep between parallel regions, so they do
+#: not fight another busy process for a core (a little slower on an idle machine; BENCHMARKS.md, threads).
 OMP_WAIT_POLICY = "PASSIVE"
 
 
@@ -73,8 +72,8 @@ class WindowConfig:
     #: Audio committed per step. Partial latency is about hop / 2 + compute; a step must cost less than
     #: the hop. 160 ms: base-size int8 on the 2-core CPU keeps RTF < 0.5 and a GPU gets under 120 ms.
     hop_ms: int = 160
-    #: Audio before the hop that the model sees for context (not committed again). 750 ms: the sweep
-    #: shows no fidelity loss against 1000 ms and the step is ~15 % cheaper; 500 ms loses fidelity.
+    #: Audio before the hop that the model sees for context (not committed again): the shortest context
+    #: the sweep in BENCHMARKS.md shows no fidelity loss for (shorter loses it; longer only costs compute).
     left_context_ms: int = 750
     #: Audio after the hop; its frames are shown as tentative text and replaced by the next step.
     lookahead_ms: int = 320
@@ -83,9 +82,9 @@ class WindowConfig:
     max_catch_up_hops: int = 4
     #: The final of an utterance up to this long comes from one more model pass over the whole utterance
     #: (the context the offline decode sees), so it does not depend on the window settings; partials and
-    #: longer utterances keep the stitched windows. Costs one pass per utterance (base int8 on the 2-core
-    #: CPU, BENCHMARKS.md: final p50 541 -> 744 ms after the end of speech, RTF 0.43 -> 0.47). 20 s = every
-    #: utterance not split by the VAD's max_segment_s; 0 = finals are the stitched result.
+    #: longer utterances keep the stitched windows. Costs one pass per utterance (its latency and RTF cost
+    #: are in BENCHMARKS.md). 20 s = every utterance not split by the VAD's max_segment_s; 0 = finals are the
+    #: stitched result.
     final_pass_max_s: float = 20.0
 
     def validate(self) -> None:
@@ -110,10 +109,9 @@ class ModelConfig:
     #: Weights and activations: auto is float16 on CUDA and float32 on CPU; float16 / bfloat16 on request.
     dtype: str = "auto"
     #: int8 dynamic quantisation of the linear layers on CPU (ignored on CUDA). None = auto: on for models
-    #: of quantize_min_parameters or more. It makes the base-size step 1.75x faster (158 vs 90 ms per
-    #: window, BENCHMARKS.md) but the 3 M demo model's only 1.24x (21 vs 17 ms, at RTF 0.1 either way),
-    #: and int8 rounding moves text away from the float32 offline decode (phase-6 demo model, final pass, 30
-    #: held-out clips: 0.85 % CER int8 vs 0.11 % float32; tools/streaming_agreement.py).
+    #: of quantize_min_parameters or more: it speeds up base-size models a lot and tiny ones little, while
+    #: int8 rounding moves text away from the float32 offline decode (BENCHMARKS.md, speed work;
+    #: tools/streaming_agreement.py).
     quantize: bool | None = None
     #: Smallest model (parameters) that auto quantisation makes int8: wav2vec2-base (94 M) and larger are.
     quantize_min_parameters: int = 20_000_000
@@ -122,8 +120,8 @@ class ModelConfig:
     #: Reuse convolutional features across overlapping windows where that is exact (layer-norm encoders).
     reuse_features: bool = True
     #: Also reuse them behind a group-norm first conv layer (wav2vec2-base), which normalises each channel
-    #: over the whole window: its statistics are then held within norm_tolerance like the input's. Off until
-    #: its effect on text is measured on a trained group-norm checkpoint (BENCHMARKS.md).
+    #: over the whole window: its statistics are then held within norm_tolerance like the input's.
+    #: Experimental (streamer.model.reuse): off until its effect on text is measured on a trained checkpoint.
     reuse_group_norm: bool = False
     #: Where input normalisation statistics come from while features are reused: "window" (the processor's
     #: zero-mean unit-variance over the current window) or "utterance" (running statistics of the audio

@@ -106,7 +106,6 @@ class Recognizer:
                                   + 2 * self.config.vad.frame_ms) * sample_rate / 1000)
         self.compute_s = 0.0
         self.windows_run = 0
-        self.frames_computed = 0
         self._last_step_ms = 0.0
         self._split = False  # the open segment was finalised in pieces (no final pass for it)
         self.final_rescorer = final_rescorer
@@ -116,10 +115,6 @@ class Recognizer:
     @property
     def audio_end_sample(self) -> int:
         return self._history.end
-
-    @property
-    def in_speech(self) -> bool:
-        return self._segment is not None
 
     def feed(self, chunk: AudioChunk) -> list[Event]:
         if chunk.sample_rate != self.sample_rate:
@@ -199,7 +194,6 @@ class Recognizer:
         expected = window.end_frame - window.first_frame
         if logits.shape[0] < expected:
             raise RuntimeError(f"model returned {logits.shape[0]} frames for a window of {expected}")
-        self.frames_computed += expected
         labels = logits[:expected].argmax(axis=-1)
         c0 = window.commit_start_frame - window.first_frame
         c1 = window.commit_end_frame - window.first_frame
@@ -269,7 +263,6 @@ class Recognizer:
         t0 = time.perf_counter()
         logits = self.model.logits(audio, None)[:frames]
         self.compute_s += time.perf_counter() - t0
-        self.frames_computed += frames
         tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
         return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits)
 

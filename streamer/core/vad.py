@@ -88,13 +88,6 @@ class VadSegmenter:
         self._unvoiced_ms = 0
         self._last_voiced_end = 0
         self._last_segment_end = 0
-        self.voiced_ms_total = 0
-        self.speech_samples_total = 0
-        self._segment_start = 0
-
-    @property
-    def in_speech(self) -> bool:
-        return self._in_speech
 
     def feed(self, chunk: AudioChunk) -> list[SpeechBoundary]:
         if len(self._pending) == 0:
@@ -120,8 +113,6 @@ class VadSegmenter:
     def _step(self, start: int, voiced: bool) -> SpeechBoundary | None:
         end = start + self.frame_samples
         cfg = self.config
-        if voiced:
-            self.voiced_ms_total += cfg.frame_ms
         if not self._in_speech:
             self._recent.append((start, voiced))
             if sum(v for _, v in self._recent) >= self._onset_needed:
@@ -131,7 +122,6 @@ class VadSegmenter:
                 self._unvoiced_ms = 0
                 self._last_voiced_end = end
                 self._recent.clear()
-                self._segment_start = seg_start
                 return SpeechBoundary(True, seg_start)
             return None
         if voiced:
@@ -146,7 +136,6 @@ class VadSegmenter:
     def _end_segment(self, seg_end: int) -> SpeechBoundary:
         self._in_speech = False
         self._last_segment_end = seg_end
-        self.speech_samples_total += seg_end - self._segment_start
         self._recent.clear()
         return SpeechBoundary(False, seg_end)
 

@@ -101,9 +101,6 @@ class CommandSet:
             out.append(self.confirm_phrase)
         return tuple(dict.fromkeys(out))
 
-    def needs(self, kind: str) -> bool:
-        return any(c.action.kind == kind for c in self.commands)
-
 
 @dataclass(frozen=True)
 class Match:

@@ -170,9 +170,6 @@ class Dictation:
             self._pieces.append(text)
         return self._update(before, text, 0)
 
-    def clear(self) -> None:
-        self._pieces.clear()
-
     # -- internals -----------------------------------------------------------------------------------------
     def _update(self, before: str, added: str, scratched: int) -> DictationUpdate:
         after = self.document

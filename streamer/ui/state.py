@@ -58,10 +58,6 @@ class Snapshot:
     warnings: tuple[str, ...]
     notices: tuple[str, ...] = ()
 
-    @property
-    def dropped_s(self) -> float:
-        return self.dropped_samples / MODEL_SAMPLE_RATE
-
 
 class LiveState:
     def __init__(self, model: str, audio: str) -> None:

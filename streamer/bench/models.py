@@ -36,23 +36,24 @@ class ModelSpec:
 
 
 SPECS: dict[str, ModelSpec] = {
+    # group-norm feature encoder, 12 x 768 transformer
     "base": ModelSpec(
         "base", "wav2vec2-base (random init)", config={}, attention_mask=False,
-        real_checkpoint="facebook/wav2vec2-base-960h",
-        notes="group-norm feature encoder, 12 x 768 transformer"),
+        real_checkpoint="facebook/wav2vec2-base-960h"),
+    # layer-norm feature encoder, 24 x 1024 transformer
     "large": ModelSpec(
         "large", "wav2vec2-large-lv60 (random init)",
         config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
                     feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
-        attention_mask=True, real_checkpoint="facebook/wav2vec2-large-960h-lv60-self",
-        notes="layer-norm feature encoder, 24 x 1024 transformer"),
+        attention_mask=True, real_checkpoint="facebook/wav2vec2-large-960h-lv60-self"),
+    # for tests of the harness only
     "tiny": ModelSpec(
         "tiny", "tiny layer-norm model (random init, smoke tests)",
         config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                     conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                     feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
-        attention_mask=True, notes="for tests of the harness only"),
-    "demo": ModelSpec("demo", "demo model (assets/demo_model)", notes="trained on espeak-ng speech"),
+        attention_mask=True),
+    "demo": ModelSpec("demo", "demo model (assets/demo_model, trained on espeak-ng speech)"),
 }
 
 

@@ -73,10 +73,43 @@ def part_streamer(args, config: Config) -> dict:
     work = suite.Workload.build(args.clips, config)
     rt_work = suite.Workload.build(args.realtime_clips, config) if args.realtime_clips else work
     say(f"{key}: {len(work.session.placements)} clips, {work.session.duration_s:.0f} s stream, "
-         f"{len(work.segments)} VAD segments; modes {','.join(args.modes)}")
+        f"{len(work.segments)} VAD segments; modes {','.join(args.modes)}")
     ctc = suite.load(key, config.model)
     suite.warm(ctc, config, work)
-    results, idle = [], None
+    pending = _streamer_runs(args, config, ctc, work, rt_work)
+    idle = suite.idle_cpu(ctc, config, args.idle_s) if args.idle_s > 0 else None
+    workloads = list({id(w): w for _, w in pending}.values())
+    same_precision = None
+    if ctc.quantized or ctc.dtype != _float32():  # also compare with the offline decode at streamer's precision
+        from streamer.model.reference import reference_text
+
+        same_precision = {id(w): {p.clip.name: reference_text(ctc.model, ctc.processor, p.clip.audio)
+                                  for p in w.session.placements} for w in workloads}
+    del ctc
+    import gc
+
+    gc.collect()
+    names = _baseline_names(args.baselines)
+    offline_by_work: dict[int, dict] = {}
+    baseline_rows: list[dict] = []
+    for w in workloads:
+        say(f"{key}: offline reference{' and baselines' if w is work and names else ''} ...")
+        off, rows = suite.baseline_runs(key, w, names if w is work else [], device=config.model.device)
+        offline_by_work[id(w)] = off
+        for row in rows:
+            row.update(model=key, clips=args.clips)
+        if w is work:
+            baseline_rows = rows
+    results = [_with_fidelity(r, w, offline_by_work[id(w)], same_precision) for r, w in pending]
+    return _summary(args, results, baseline_rows, idle)
+
+
+def _streamer_runs(args, config: Config, ctc, work, rt_work) -> list[tuple[dict, object]]:
+    """(result, workload) of each run of streamer: the modes asked for, the stitched-finals run, and the
+    model variants."""
+    from streamer.bench import suite
+
+    key = args.model
     pending = []
     for mode in args.modes:
         w = rt_work if mode == "realtime" else work
@@ -90,8 +123,6 @@ def part_streamer(args, config: Config) -> dict:
         r = suite.streamer_runs(ctc, scfg, work, ["unaware"], None)[0]
         r.update(model=key, clips=args.clips)
         pending.append((r, work))
-    if args.idle_s > 0:
-        idle = suite.idle_cpu(ctc, config, args.idle_s)
     if args.variants:
         for name, kw in VARIANTS:
             vcfg = replace(config, model=replace(config.model, **kw))
@@ -103,46 +134,31 @@ def part_streamer(args, config: Config) -> dict:
             pending.append((r, work))
             if vctc is not ctc:
                 del vctc
-    same_precision = None
-    if ctc.quantized or ctc.dtype != _float32():  # also compare with the offline decode at streamer's precision
-        from streamer.model.reference import reference_text
+    return pending
 
-        same_precision = {}
-        for w in {id(w): w for _, w in pending}.values():
-            same_precision[id(w)] = {p.clip.name: reference_text(ctc.model, ctc.processor, p.clip.audio)
-                                     for p in w.session.placements}
-    del ctc
-    import gc
 
-    gc.collect()
-    names = _baseline_names(args.baselines)
-    offline_by_work: dict[int, dict] = {}
-    baseline_rows = []
-    for w in {id(w): w for _, w in pending}.values():
-        say(f"{key}: offline reference{' and baselines' if w is work and names else ''} ...")
-        off, rows = suite.baseline_runs(key, w, names if w is work else [], device=config.model.device)
-        offline_by_work[id(w)] = off
-        for row in rows:
-            row.update(model=key, clips=args.clips)
-        if w is work:
-            baseline_rows = rows
-    for r, w in pending:
-        off = offline_by_work[id(w)]
-        names_w = [p.clip.name for p in w.session.placements]
-        from streamer.bench.metrics import fidelity
+def _with_fidelity(r: dict, w, off: dict[str, str], same_precision: dict | None) -> dict:
+    """A run's result with its fidelity to the offline decode (and to the decode at its own precision)."""
+    from streamer.bench.metrics import fidelity
 
-        f = fidelity([off[n] for n in names_w], [r["_texts"][n] for n in names_w])
-        r.update(fidelity_cer=f["cer"], fidelity_wer=f["wer"], identical_share=f["identical_share"], utterances=f["utterances"])
-        r["_offline"] = off
-        if same_precision is not None and not r.get("variant"):
-            sp = same_precision[id(w)]
-            f2 = fidelity([sp[n] for n in names_w], [r["_texts"][n] for n in names_w])
-            r.update(fidelity_cer_same_precision=f2["cer"], identical_share_same_precision=f2["identical_share"])
-        results.append(r)
-    # Ratios against streamer in real time (or the first mode run) on the same clips.
+    names_w = [p.clip.name for p in w.session.placements]
+    f = fidelity([off[n] for n in names_w], [r["_texts"][n] for n in names_w])
+    r.update(fidelity_cer=f["cer"], fidelity_wer=f["wer"], identical_share=f["identical_share"], utterances=f["utterances"])
+    r["_offline"] = off
+    if same_precision is not None and not r.get("variant"):
+        sp = same_precision[id(w)]
+        f2 = fidelity([sp[n] for n in names_w], [r["_texts"][n] for n in names_w])
+        r.update(fidelity_cer_same_precision=f2["cer"], identical_share_same_precision=f2["identical_share"])
+    return r
+
+
+def _summary(args, results: list[dict], baseline_rows: list[dict], idle: dict | None) -> dict:
+    """The part's output, with ratios against streamer in real time (or the first mode run) on the same clips."""
+    from streamer.bench import suite
+
     ref = next((r for r in results if r["mode"] == "realtime" and not r.get("variant") and r["clips"] == args.clips),
                next((r for r in results if not r.get("variant")), None))
-    out = {"results": results + baseline_rows}
+    out: dict = {"results": results + baseline_rows}
     if ref is not None:
         ratios = suite.compare(ref, baseline_rows)
         for row in baseline_rows:

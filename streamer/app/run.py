@@ -9,14 +9,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from streamer.app.options import DecoderOptions, RunOptions
 from streamer.app.session import Session, SessionOptions
 from streamer.audio.source import SourceFactory
 from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.core.events import FinalEvent
+from streamer.core.recognizer import FinalRescorer, FrameModel
 from streamer.errors import ConfigError, StreamerError
 from streamer.sinks import Sink
+
+if TYPE_CHECKING:  # imported where used: the desktop sink pulls in its tools only when asked for
+    from streamer.sinks.desktop import DesktopSink
 
 
 def stderr_line(msg: str) -> None:
@@ -38,7 +43,7 @@ def check_decoder(decoder: DecoderOptions) -> None:
         raise ConfigError("--lm needs --decoder beam", "add --decoder beam; it needs pip install 'streamer[beam]'")
 
 
-def prepare_outputs(opts: RunOptions):
+def prepare_outputs(opts: RunOptions) -> DesktopSink | None:
     """Checks made before the model loads: output paths, beam search, and the desktop sink (clipboard,
     typing, voice commands: tools found and the commands file read now). Returns the desktop sink or None."""
     from streamer.sinks.desktop import build_desktop_sink
@@ -65,7 +70,7 @@ def open_outputs(opts: RunOptions) -> list[Sink]:
     return sinks
 
 
-def final_rescorer(decoder: DecoderOptions, ctc, desktop):
+def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSink | None) -> FinalRescorer | None:
     """Beam search for finals when asked for; None keeps greedy decoding."""
     hotwords = [*decoder.hotwords, *(desktop.hotwords if desktop else ())]
     if decoder.kind != "beam":

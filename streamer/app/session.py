@@ -103,7 +103,7 @@ class Session:
     def __enter__(self) -> Session:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def wait(self, timeout: float | None = None) -> bool:

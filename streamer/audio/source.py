@@ -14,8 +14,11 @@ from streamer.audio.ringbuffer import RingBuffer
 class Source(Protocol):
     #: "live" (a device), "realtime" (a file paced like a device) or "fast" (a file as fast as the worker reads).
     mode: str
-    #: Set when the source failed or lost its device (a StreamerError for the user, or any exception).
-    error: BaseException | None
+
+    @property
+    def error(self) -> BaseException | None:
+        """Set when the source failed or lost its device (a StreamerError for the user, or any exception)."""
+        ...
 
     def start(self) -> None:
         """Open the device or file and start delivering audio (raises a StreamerError when it cannot)."""

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from streamer.core.events import Word
 from streamer.core.stitching import TokenSpan, collapse
+
+
+class Tokenizer(Protocol):
+    """What a vocabulary is read from: a Hugging Face CTC tokenizer (also read: word_delimiter_token, if any)."""
+
+    @property
+    def pad_token_id(self) -> int | None: ...
+
+    def get_vocab(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +30,7 @@ class Vocabulary:
     word_delimiter: str = "|"
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> Vocabulary:
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> Vocabulary:
         vocab = tokenizer.get_vocab()
         tokens = [""] * (max(vocab.values()) + 1)
         for tok, idx in vocab.items():

@@ -15,7 +15,7 @@ the whole utterance (the context an offline decode sees). During silence the mod
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +24,7 @@ import numpy as np
 from streamer.core.config import MODEL_SAMPLE_RATE, Config
 from streamer.core.decoding import GreedyDecoder, Vocabulary
 from streamer.core.events import AudioChunk, Event, FinalEvent, PartialEvent, SpeechBoundary, StatsEvent, VadEvent, Window
-from streamer.core.stitching import CTCStitcher, collapse
+from streamer.core.stitching import CTCStitcher, TokenSpan, collapse
 from streamer.core.vad import VadSegmenter
 from streamer.core.windowing import FrameGeometry, WindowSchedule
 
@@ -140,18 +140,25 @@ class Recognizer:
     def _s(self, sample: int) -> float:
         return sample / self.sample_rate
 
+    @property
+    def _next_frame(self) -> int:
+        """The stitcher's commit point: set when a segment opens, so always an int while one is open."""
+        frame = self.stitcher.next_frame
+        assert frame is not None, "no segment is open"
+        return frame
+
     def _apply(self, boundary: SpeechBoundary) -> list[Event]:
         now_s = self._s(self._history.end)
         if boundary.speech:
             start = max(boundary.sample, self._history.start)
-            seg = _Segment(self._segment_count, start, self.schedule.first_frame(start))
+            opened = _Segment(self._segment_count, start, self.schedule.first_frame(start))
             self._segment_count += 1
-            self._segment = seg
+            self._segment = opened
             self._piece_start_s = self._s(start)
             self._split = False
             self.stitcher.reset()
-            self.stitcher.next_frame = seg.first_frame
-            return [VadEvent(now_s, self.clock(), True, seg.segment_id)]
+            self.stitcher.next_frame = opened.first_frame
+            return [VadEvent(now_s, self.clock(), True, opened.segment_id)]
         seg = self._segment
         if seg is None:
             return []
@@ -170,7 +177,7 @@ class Recognizer:
         assert seg is not None
         events: list[Event] = []
         while True:
-            committed = self.stitcher.next_frame
+            committed = self._next_frame
             window = self.schedule.next_window(seg.first_frame, committed, available_end, final)
             if window is None:
                 break
@@ -212,7 +219,7 @@ class Recognizer:
             tentative_until_s=round(window.end_frame * g.frame_s, 6),
         )]
 
-    def _tentative_text(self, tentative) -> str:
+    def _tentative_text(self, tentative: Sequence[TokenSpan]) -> str:
         """What the tentative tokens add to the committed text, verbatim: it starts with a space when it
         begins a new word and without one when it continues the last committed word, so committed_text +
         tentative_text is the whole current line."""
@@ -226,7 +233,7 @@ class Recognizer:
 
     def _maybe_force_split(self, seg: _Segment) -> list[Event]:
         """Finalise a very long utterance in pieces at a word boundary; nothing is recomputed or lost."""
-        committed_end_s = self.stitcher.next_frame * self.geometry.frame_s
+        committed_end_s = self._next_frame * self.geometry.frame_s
         if committed_end_s - self._piece_start_s < self.config.vad.max_segment_s:
             return []
         count = self.decoder.complete_word_count(self.stitcher.tokens)
@@ -266,7 +273,7 @@ class Recognizer:
         tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
         return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits)
 
-    def _final(self, seg: _Segment, tokens, end_s: float, forced: bool, last_frame: int | None = None,
+    def _final(self, seg: _Segment, tokens: Sequence[TokenSpan], end_s: float, forced: bool, last_frame: int | None = None,
                pass_logits: np.ndarray | None = None) -> FinalEvent:
         """A FinalEvent for `tokens`; the rescorer (if any) gets the final pass's logits when there was one,
         else the committed window logits up to last_frame."""
@@ -276,7 +283,7 @@ class Recognizer:
                 text = self.final_rescorer(pass_logits)
         elif self.final_rescorer is not None and self._committed_logits:
             frames = np.concatenate(self._committed_logits)
-            first = self.stitcher.next_frame - len(frames)  # global frame of frames[0]
+            first = self._next_frame - len(frames)  # global frame of frames[0]
             cut = len(frames) if last_frame is None else last_frame + 1 - first
             text = self.final_rescorer(frames[:cut]) if cut > 0 else ""
             self._committed_logits = [frames[cut:]] if cut < len(frames) else []
@@ -299,7 +306,7 @@ class Recognizer:
         if self._segment is None:
             keep_from = self._history.end - self._keep_samples
         else:
-            committed = self.stitcher.next_frame
+            committed = self._next_frame
             first = max(self._segment.first_frame, committed - self.schedule.left_frames)
             if self._full_pass_possible(self._segment, self._history.end):  # the final pass needs it all
                 first = self._segment.first_frame

@@ -76,7 +76,9 @@ class Controls(Protocol):
     """What the screen drives (a streamer.app.Session): stop, pause, and the end of the stream."""
 
     stopping: threading.Event
-    finished: threading.Event
+
+    @property
+    def finished(self) -> threading.Event: ...
 
     def request_stop(self) -> None: ...
 

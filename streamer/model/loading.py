@@ -164,16 +164,27 @@ def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
     config.validate()
     device = pick_device(config.device)
     source = resolve_source(config.name)
-    import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCTC, AutoProcessor
 
     where = str(source.path) if source.is_local else config.name
-    if source.is_local:
-        target = str(source.path)
-    else:
-        target = _fetch(config.name)  # hub download with its progress bars, then load from the local snapshot
+    # a hub model is downloaded (with its progress bars) and loaded from the local snapshot
+    target = str(source.path) if source.is_local else _fetch(config.name)
     transformers.utils.logging.disable_progress_bar()  # no bars for loading local weights
+    processor = _load_processor(target, where)
+    model = _load_weights(target, where, processor)
+    n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
+    dtype = pick_dtype(config.dtype, device)
+    model, quantized = _place(model, config, device, dtype, n_parameters)
+    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters)
+    if warmup:
+        ctc.warmup()
+    return ctc
+
+
+def _load_processor(target: str, where: str):
+    """The checkpoint's config (a wav2vec2-style CTC model?) and its processor (tokenizer + features)."""
+    from transformers import AutoConfig, AutoProcessor
+
     try:
         hf_config = AutoConfig.from_pretrained(target)
     except OSError as exc:
@@ -193,7 +204,14 @@ def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
         raise ModelLoadError(f"{where} has no CTC tokenizer and feature extractor",
                              "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
-    dtype = pick_dtype(config.dtype, device)
+    return processor
+
+
+def _load_weights(target: str, where: str, processor):
+    """The CTC network in eval mode; a checkpoint without a CTC head or with a head smaller than the
+    tokenizer is refused."""
+    from transformers import AutoModelForCTC
+
     try:
         model, info = AutoModelForCTC.from_pretrained(target, output_loading_info=True)
     except OSError as exc:
@@ -209,8 +227,14 @@ def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
     vocab_size = len(processor.tokenizer)
     if model.config.vocab_size < len(processor.tokenizer.get_vocab()):
         raise ModelLoadError(f"{where}: the tokenizer has {vocab_size} tokens but the CTC head only {model.config.vocab_size}")
-    model.eval()
-    n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
+    return model.eval()
+
+
+def _place(model, config: ModelConfig, device: str, dtype, n_parameters: int):
+    """Threads, int8 dynamic quantisation of the linear layers (CPU, float32, large enough or asked for),
+    then device and dtype. Returns (model, quantized)."""
+    import torch
+
     quantized = False
     if device == "cpu":
         if config.threads:
@@ -225,7 +249,4 @@ def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
             quantized = True
     if dtype != torch.float32 or device != "cpu":
         model = model.to(device=device, dtype=dtype)
-    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters)
-    if warmup:
-        ctc.warmup()
-    return ctc
+    return model, quantized

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
-#: (hop_ms, left_context_ms, lookahead_ms) or None = the defaults in streamer/config.py; precision
+#: (hop_ms, left_context_ms, lookahead_ms) or None = the defaults in streamer/core/config.py; precision
 #: ("default": streamer's choice for the model on CPU, float32 for the small demo model, int8 for >= 20 M
 #: parameters; or "int8" forced); final pass on (as shipped) or off (the stitched windows alone).
 SETTINGS = [(None, "default", True), (None, "int8", True), (None, "default", False), (None, "int8", False)] + [

@@ -151,6 +151,7 @@ def _summary(mode, seconds, work):
     return summarize_run(run, work, model, Config(), None)
 
 
+@pytest.mark.slow
 def test_simulated_mode_adds_the_compute_time_to_the_algorithms_latency(smoke_work):
     unaware = _summary("unaware", 0.05, smoke_work)
     simulated = _summary("simulated", 0.05, smoke_work)
@@ -159,6 +160,7 @@ def test_simulated_mode_adds_the_compute_time_to_the_algorithms_latency(smoke_wo
     assert 40 <= extra <= 150, (unaware["partial_latency_p50_ms"], simulated["partial_latency_p50_ms"])
 
 
+@pytest.mark.slow
 def test_simulated_mode_falls_behind_and_catches_up_when_compute_exceeds_the_hop(smoke_work):
     unaware = _summary("unaware", 0.0, smoke_work)
     slow = _summary("simulated", 0.4, smoke_work)  # 400 ms per 240 ms hop

@@ -75,6 +75,7 @@ def test_german_vocabulary_outputs_valid_utf8(models, speech_wav, tmp_path, caps
     assert any(ch in (tmp_path / "off.txt").read_text(encoding="utf-8") for ch in "ÄÖÜß")
 
 
+@pytest.mark.slow
 def test_pretrained_only_checkpoint_is_refused(tmp_path, speech_wav):
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
@@ -162,6 +163,7 @@ def test_overwrite_replaces_an_existing_output(speech_wav, tmp_path, capsys):
     assert out.read_text().strip() == capsys.readouterr().out.strip()
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     r = run_cli("--file", tmp_path / "missing.wav")
     assert r.returncode == 2
@@ -170,6 +172,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
+@pytest.mark.slow
 def test_hub_id_offline_suggests_local_folder_or_demo(speech_wav):
     r = run_cli("--file", speech_wav, "--model", "facebook/wav2vec2-base-960h", "--no-tui")
     assert r.returncode != 0

@@ -89,3 +89,56 @@ def make_tiny_ctc_folder(folder: Path, family: str = "base", vocab: list[str] | 
     model.save_pretrained(folder)
     Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+# -- synthetic "speech" for the app-level tests (worker, session): the energy VAD and LocalModel ------------
+
+SR = 16000
+
+
+def speech_like(seed: int, seconds: float) -> np.ndarray:
+    """Noise under a stepped envelope: loud enough for energy_speech throughout, and varied enough that
+    LocalModel emits several letters."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    env = np.repeat(rng.uniform(0.1, 0.5, n // 800 + 1), 800)[:n]
+    return (rng.normal(0, 1, n) * env).astype(np.float32)
+
+
+def utterances(seed: int, count: int, speech_s: float = 1.2, pause_s: float = 1.0) -> np.ndarray:
+    """`count` speech-like stretches, each after a pause, and a pause at the end: `count` VAD segments."""
+    parts = []
+    for i in range(count):
+        parts += [np.zeros(int(pause_s * SR), np.float32), speech_like(seed + i, speech_s)]
+    parts.append(np.zeros(int(pause_s * SR), np.float32))
+    return np.concatenate(parts)
+
+
+def energy_recognizer(model=None):
+    """A Recognizer over `model` (default LocalModel) whose VAD is the energy threshold."""
+    from streamer.core.config import Config, VadConfig
+    from streamer.core.recognizer import Recognizer
+    from streamer.core.vad import VadSegmenter
+
+    cfg = Config(vad=VadConfig(confirm="off"))
+    return Recognizer(model or LocalModel(), cfg, vad=VadSegmenter(cfg.vad, classifier=energy_speech))
+
+
+def direct_finals(audio: np.ndarray) -> list[str]:
+    """The finals' text of `audio` fed to energy_recognizer() in one chunk, no threads."""
+    from streamer.core.events import AudioChunk, FinalEvent
+
+    rec = energy_recognizer()
+    events = rec.feed(AudioChunk(0, audio, SR)) + rec.finish()
+    return [e.text for e in events if isinstance(e, FinalEvent)]
+
+
+def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)

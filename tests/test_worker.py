@@ -7,59 +7,20 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from streamer.app.worker import Worker
 from streamer.audio.ringbuffer import RingBuffer
-from streamer.core.config import MODEL_SAMPLE_RATE, Config, VadConfig
-from streamer.core.events import AudioChunk, Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
-from streamer.core.recognizer import Recognizer
-from streamer.core.vad import VadSegmenter
+from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.core.events import Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
 from streamer.errors import SinkError
 
-from helpers import LocalModel, energy_speech
+from helpers import direct_finals, energy_recognizer, speech_like, utterances, wait_for
 
 SR = MODEL_SAMPLE_RATE
 DEADLINE_S = 20.0
-
-
-def speech_like(seed: int, seconds: float) -> np.ndarray:
-    """Noise under a stepped envelope: loud enough for energy_speech throughout, and varied enough that the
-    LocalModel emits several letters."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    env = np.repeat(rng.uniform(0.1, 0.5, n // 800 + 1), 800)[:n]
-    return (rng.normal(0, 1, n) * env).astype(np.float32)
-
-
-def utterances(seed: int, count: int, speech_s: float = 1.2, pause_s: float = 1.0) -> np.ndarray:
-    parts = []
-    for i in range(count):
-        parts += [np.zeros(int(pause_s * SR), np.float32), speech_like(seed + i, speech_s)]
-    parts.append(np.zeros(int(pause_s * SR), np.float32))
-    return np.concatenate(parts)
-
-
-def make_recognizer(model=None) -> Recognizer:
-    cfg = Config(vad=VadConfig(confirm="off"))
-    return Recognizer(model or LocalModel(), cfg, vad=VadSegmenter(cfg.vad, classifier=energy_speech))
-
-
-def direct_finals(audio: np.ndarray) -> list[str]:
-    rec = make_recognizer()
-    events = rec.feed(AudioChunk(0, audio, SR)) + rec.finish()
-    return [e.text for e in events if isinstance(e, FinalEvent)]
-
-
-def wait_for(condition, what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 class Recorder:
@@ -89,7 +50,7 @@ def test_drains_the_closed_ring_and_publishes_finish():
     ring.write(audio)
     ring.close()  # closed before the worker even starts: it must still read everything
     rec = Recorder()
-    recognizer = make_recognizer()
+    recognizer = energy_recognizer()
     worker = Worker(recognizer, ring, [rec])
     run_worker(worker)
 
@@ -111,7 +72,7 @@ def test_drains_audio_written_while_it_runs_and_finishes_the_open_utterance():
 
     ring = RingBuffer(len(audio))
     rec = Recorder()
-    recognizer = make_recognizer()
+    recognizer = energy_recognizer()
     worker = Worker(recognizer, ring, [rec])
     worker.start()
     for i in range(0, len(audio), 1600):
@@ -135,7 +96,7 @@ def test_paused_audio_is_silence_to_the_recognizer_and_text_resumes_after():
     paused = threading.Event()
     paused.set()
     rec = Recorder()
-    recognizer = make_recognizer()
+    recognizer = energy_recognizer()
     worker = Worker(recognizer, ring, [rec], paused=paused, clock=itertools.count().__next__)  # meter every read
     worker.start()
     ring.write(paused_part)
@@ -175,7 +136,7 @@ def test_a_failing_output_is_removed_and_the_others_get_every_event():
     ring = RingBuffer(len(audio))
     ring.write(audio)
     ring.close()
-    worker = Worker(make_recognizer(), ring, [before, bad, after])
+    worker = Worker(energy_recognizer(), ring, [before, bad, after])
     run_worker(worker)
 
     assert len(worker.sink_errors) == 1 and isinstance(worker.sink_errors[0], SinkError)
@@ -196,7 +157,7 @@ def test_an_unexpected_handler_error_stops_the_worker_and_is_kept():
         if isinstance(event, FinalEvent):
             raise KeyError("bug")
 
-    worker = Worker(make_recognizer(), ring, [broken])
+    worker = Worker(energy_recognizer(), ring, [broken])
     worker.start()
     assert worker.finished.wait(DEADLINE_S)
     assert isinstance(worker.error, KeyError) and worker.sink_errors == []
@@ -205,7 +166,7 @@ def test_an_unexpected_handler_error_stops_the_worker_and_is_kept():
 def test_stats_get_lag_drops_and_overflows_filled_in():
     ring = RingBuffer(SR)
     rec = Recorder()
-    worker = Worker(make_recognizer(), ring, [rec], source_dropped=lambda: 7, input_overflows=lambda: 3)
+    worker = Worker(energy_recognizer(), ring, [rec], source_dropped=lambda: 7, input_overflows=lambda: 3)
     ring.write(np.zeros(SR + SR // 2, np.float32))  # half a second more than the ring holds: dropped
     assert ring.dropped_samples == SR // 2
     ring.read(SR // 4)  # leaves three quarters of a second unread
@@ -231,7 +192,7 @@ def test_level_events_follow_the_worker_clock():
     for clock, expect_one in ((lambda: 100.0, True), (itertools.count().__next__, False)):
         ring = RingBuffer(SR * 4)
         rec = Recorder()
-        worker = Worker(make_recognizer(), ring, [rec], clock=clock)
+        worker = Worker(energy_recognizer(), ring, [rec], clock=clock)
         worker.start()
         for i in range(0, 3 * SR, 800):
             ring.write(speech_like(i, 0.05), block=True)

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +122,7 @@ class Capture:
         self.error: AudioDeviceError | None = None
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=(buffer or BufferConfig()).capture_queue_blocks)
         self._resampler = StreamingResampler(settings.sample_rate_hz, MODEL_SAMPLE_RATE)
-        self._stream = None
+        self._stream: Any = None  # a sounddevice.InputStream while open (sounddevice is imported when used)
         self._stream_lock = threading.Lock()
         self._stderr_filter = NativeStderrFilter()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)

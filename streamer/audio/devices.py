@@ -13,7 +13,7 @@ CAPTURE_BLOCK_MS = 20
 #: Rates tried, in order, after the device's own default rate (never 16 kHz: the resampler does that).
 FALLBACK_RATES = (48000, 44100)
 # PortAudio error codes worth a specific hint (portaudio.h, PaErrorCode).
-PA_HINTS = {
+PA_HINTS: dict[int | None, str] = {
     -9996: "the device index is not valid; see streamer --list-devices",  # paInvalidDevice
     -9997: "the device does not support this sample rate; see streamer --list-devices for its default rate",
     -9998: "the device does not support this channel count",  # paInvalidChannelCount
@@ -35,7 +35,7 @@ def sounddevice_module():
 
 def pa_message(exc: BaseException) -> tuple[str, int | None]:
     """The PortAudio message of a sounddevice error, without the traceback noise, and its error code."""
-    args = getattr(exc, "args", ())
+    args: tuple[object, ...] = getattr(exc, "args", ())
     text = str(args[0]) if args else str(exc)
     code = args[1] if len(args) > 1 and isinstance(args[1], int) else None
     return text.strip().splitlines()[-1] if text.strip() else type(exc).__name__, code

@@ -32,7 +32,7 @@ class StreamingResampler:
     def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         block = np.ascontiguousarray(to_mono(block))
         self.samples_in += len(block)
-        out = block.copy() if self._passthrough else self._stream.resample_chunk(block, last=last)
+        out = block.copy() if self._stream is None else self._stream.resample_chunk(block, last=last)
         out = np.asarray(out, dtype=np.float32)
         return out
 

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from streamer.cli.args import Parser, add_streaming_arguments
 from streamer.core.config import Config
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from streamer.bench.suite import loadavg, machine
 
     started = time.time()
-    doc = {"command": "streamer bench " + " ".join(argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    doc: dict[str, Any] = {"command": "streamer bench " + " ".join(argv), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
            "machine": machine(), "loadavg_start": loadavg(), "defaults": {
                **{k: getattr(Config().window, k) for k in ("hop_ms", "left_context_ms", "lookahead_ms")}},
            "results": [], "speed": [], "sweep": [], "threads": [], "notes": []}

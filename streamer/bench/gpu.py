@@ -4,13 +4,14 @@ suite.speed_part with float32 / float16 / bfloat16 variants)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
 from streamer.bench.suite import load, schedule_windows
 from streamer.core.config import ModelConfig, WindowConfig
 
-GPU_SPEED_VARIANTS = [
+GPU_SPEED_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("fp32", dict(dtype="float32", reuse_features=False)),
     ("fp16", dict(dtype="float16", reuse_features=False)),
     ("bf16", dict(dtype="bfloat16", reuse_features=False)),
@@ -68,7 +69,7 @@ def fixed_shape(key: str, window: WindowConfig, audio: np.ndarray, dtype: str = 
     for name, bench_flag, pad in (("variable", False, False), ("variable+cudnn.benchmark", True, False),
                                   ("fixed (left-padded)", True, True)):
         torch.backends.cudnn.benchmark = bench_flag
-        ts = []
+        ts: list[float] = []
         for _rep in range(2):  # the first pass includes per-shape set-up; report the second
             ts = []
             for _, a in windows:

@@ -71,10 +71,11 @@ def vad_segments(audio: np.ndarray, config: VadConfig, block_samples: int, class
     vad = VadSegmenter(config, classifier=recording)
     fs = vad.frame_samples
     out: list[SegmentTruth] = []
-    start = None
+    start: int | None = None
 
     def close(end: int, detected: int) -> None:
         nonlocal start
+        assert start is not None  # the VAD ends only a segment it started
         last = start
         for j in range(min(len(voiced), end // fs + 1) - 1, -1, -1):
             if voiced[j] and (j + 1) * fs <= end:

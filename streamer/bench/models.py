@@ -95,6 +95,7 @@ def build_random_folder(spec: ModelSpec, folder: Path) -> Path:
                                      word_delimiter_token="|")
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
                                   return_attention_mask=spec.attention_mask)
+    assert spec.config is not None, f"{spec.key} is not a random-init model"
     cfg = Wav2Vec2Config(vocab_size=len(BASE_960H_VOCAB), pad_token_id=0, architectures=["Wav2Vec2ForCTC"],
                          **spec.config)
     torch.manual_seed(INIT_SEED)

@@ -10,11 +10,15 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from streamer.bench.cli import csv, say
 from streamer.cli.args import config_from_args
 from streamer.core.config import Config, ModelConfig
 from streamer.errors import ConfigError, StreamerError
+
+if TYPE_CHECKING:  # the parts import suite where they use it
+    from streamer.bench.suite import Workload
 
 
 def repo_root() -> Path:
@@ -46,7 +50,7 @@ def _baseline_names(spec: str) -> list[str]:
 
 
 #: Unaware runs of the demo model with one model setting changed each (fidelity of the speed work).
-VARIANTS = [
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("default", {}),
     ("float32, no reuse", dict(quantize=False, reuse_features=False)),
     ("int8", dict(quantize=True)),
@@ -104,7 +108,7 @@ def part_streamer(args, config: Config) -> dict:
     return _summary(args, results, baseline_rows, idle)
 
 
-def _streamer_runs(args, config: Config, ctc, work, rt_work) -> list[tuple[dict, object]]:
+def _streamer_runs(args, config: Config, ctc, work, rt_work) -> list[tuple[dict, Workload]]:
     """(result, workload) of each run of streamer: the modes asked for, the stitched-finals run, and the
     model variants."""
     from streamer.bench import suite

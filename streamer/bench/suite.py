@@ -8,6 +8,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -108,21 +109,27 @@ class Workload:
 def summarize_run(run: RunResult, work: Workload, ctc, config: Config, offline: dict[str, str] | None) -> dict:
     g = ctc.geometry
     timings = segment_timings(run.events, work.segments, g)
-    partial, commit, final, long_partial, partial_all, commit_all = [], [], [], [], [], []
+    # per segment: latency of each frame (partial / commit: speech frames; *_all: every frame)
+    partial_s: list[np.ndarray] = []
+    commit_s: list[np.ndarray] = []
+    long_partial_s: list[np.ndarray] = []
+    partial_all_s: list[np.ndarray] = []
+    commit_all_s: list[np.ndarray] = []
+    final = []
     for t in timings:
         arrival = run.arrival(t.frames * g.stride_samples + g.receptive_field_samples)
         speech = t.segment.speech_mask(t.frames, g)
-        partial.append((t.shown_s - arrival)[speech])
-        commit.append((t.committed_s - arrival)[speech])
-        partial_all.append(t.shown_s - arrival)
-        commit_all.append(t.committed_s - arrival)
+        partial_s.append((t.shown_s - arrival)[speech])
+        commit_s.append((t.committed_s - arrival)[speech])
+        partial_all_s.append(t.shown_s - arrival)
+        commit_all_s.append(t.committed_s - arrival)
         if t.segment.duration_s > LONG_UTTERANCE_S:
-            long_partial.append((t.shown_s - arrival)[speech])
+            long_partial_s.append((t.shown_s - arrival)[speech])
         if t.final_s is not None:
             final.append(t.final_s - run.arrival(t.segment.speech_end_sample))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
-    partial, commit, long_partial = cat(partial), cat(commit), cat(long_partial)
-    partial_all, commit_all = cat(partial_all), cat(commit_all)
+    partial, commit, long_partial = cat(partial_s), cat(commit_s), cat(long_partial_s)
+    partial_all, commit_all = cat(partial_all_s), cat(commit_all_s)
     missing = int(np.isnan(partial_all).sum())
     shown, changed = instability(run.events)
     texts: dict[str, list[str]] = {}
@@ -258,7 +265,7 @@ def schedule_windows(geometry, window: WindowConfig, audio: np.ndarray) -> list[
     return out
 
 
-SPEED_VARIANTS = [
+SPEED_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("fp32", dict(quantize=False, reuse_features=False)),
     ("fp32+reuse", dict(quantize=False, reuse_features=True, reuse_group_norm=True)),
     ("int8", dict(quantize=True, reuse_features=False)),

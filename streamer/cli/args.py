@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 from streamer import __version__
 from streamer.app.options import DecoderOptions, OutputOptions, RunOptions
@@ -19,7 +20,7 @@ from streamer.sinks.dictation import ShapingConfig
 class Parser(argparse.ArgumentParser):
     """Bad arguments are one line and exit code 2, as for every other bad input."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ConfigError(f"bad arguments: {message}", f"see {self.prog} --help")
 
 

@@ -13,8 +13,10 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from streamer.errors import ConfigError
 
@@ -92,8 +94,9 @@ def _convert_one(option: _Option, value, where: str):
     if isinstance(value, bool) or isinstance(value, (dict, list)):
         raise ConfigError(f"{where}: '{option.key}' must be a single value, not {_toml_value(value)}")
     if action.type is not None and action.type is not str:
+        convert = cast("Callable[[str], Any]", action.type)  # a converter: no parser here registers type names
         try:
-            value = action.type(str(value))
+            value = convert(str(value))
         except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
             name = getattr(action.type, "__name__", "value")
             detail = str(exc) if isinstance(exc, argparse.ArgumentTypeError) else f"expected a {name}, got {value!r}"
@@ -166,7 +169,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> Loaded:
     explicit = _explicit(parser, argv)  # also reports bad flags first, as one line
     config = explicit.get("config")
     path: Path | None = Path(config).expanduser() if config else default_config_path()
-    if config is None and not path.is_file():
+    if config is None and path is not None and not path.is_file():
         path = None
     file_values = read_file(path, parser) if path is not None else {}
     defaults = vars(parser.parse_args([]))

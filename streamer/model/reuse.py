@@ -18,8 +18,12 @@ trained group-norm checkpoint; it stays out of the shipped path until it has bee
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported where used (loading torch is slow)
+    import torch
 
 #: The processor's variance floor in zero-mean unit-variance normalisation.
 NORM_EPS = 1e-7
@@ -90,8 +94,8 @@ def _reusing_encoder(inner, stride_samples: int):
             super().__init__()
             self.inner = inner
             self.stride_samples = stride_samples
-            self.cached = None
-            self.last_output = None
+            self.cached: torch.Tensor | None = None
+            self.last_output: torch.Tensor | None = None
 
         def forward(self, input_values):
             cached, self.cached = self.cached, None
@@ -116,8 +120,9 @@ class _Utterance:
         self.start_sample = start_sample
         self.end_sample = start_sample + len(audio)
         self.stats: NormStats | None = None
-        self.group_norm = None  # held (mean, variance) per group of the first conv layer's GroupNorm
-        self.features = None  # tensor [1, channels, frames] of the last window
+        #: held (mean, variance) per group of the first conv layer's GroupNorm
+        self.group_norm: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.features: torch.Tensor | None = None  # [1, channels, frames] of the last window
         self.first_frame = 0
 
     def extend(self, start_sample: int, audio: np.ndarray) -> None:
@@ -148,9 +153,9 @@ class FeatureReuse:
         #: The statistics the last window was normalised with (None: its own, as the processor does).
         self.last_stats: NormStats | None = None
         self._utterance: _Utterance | None = None
-        self.encoder = None
-        self._first_conv = None
-        self.held_gn = None
+        self.encoder: Any = None  # the reusing feature encoder installed in the network (mode not off)
+        self._first_conv: torch.nn.Module | None = None
+        self.held_gn: Any = None  # the first conv layer's held group norm (mode held group norm)
         base = getattr(ctc.model, "base_model", None)
         inner = getattr(base, "feature_extractor", None)
         local = inner is not None and feature_encoder_is_local(inner)
@@ -170,6 +175,7 @@ class FeatureReuse:
                     self.held_gn = first.layer_norm = _held_group_norm(gn)
                     mode = "held group norm"
         if mode != "off":
+            assert base is not None  # it holds `inner`
             self.encoder = _reusing_encoder(inner, ctc.geometry.stride_samples)
             base.feature_extractor = self.encoder
         self.mode = mode
@@ -215,6 +221,7 @@ class FeatureReuse:
                 cached = utt.features[..., offset:offset + reused]
         if reused == n_frames and n_frames > 0:
             reused = n_frames - 1  # always run the convolutions on at least one frame (keeps shapes simple)
+            assert cached is not None  # reused > 0 came from the cache
             cached = cached[..., :reused]
         assert self.encoder is not None
         self.encoder.cached = cached
@@ -247,13 +254,13 @@ class FeatureReuse:
         scale and of offset), else fresh ones from this window (and the cache is dropped)."""
         import torch
 
-        ctc, held_gn = self.ctc, self.held_gn
-        assert held_gn is not None and self._first_conv is not None
+        ctc, held_gn, first_conv = self.ctc, self.held_gn, self._first_conv
+        assert held_gn is not None and first_conv is not None
 
         def gn_stats(stats: NormStats):
             x = torch.from_numpy(ctc.normalize(audio, stats))[None, None].to(ctc.device, ctc.dtype)
             with torch.inference_mode():
-                return group_norm_stats(self._first_conv(x), held_gn.gn.num_groups)
+                return group_norm_stats(first_conv(x), held_gn.gn.num_groups)
 
         if utt.stats is not None and utt.group_norm is not None:
             mean, var = gn_stats(utt.stats)
@@ -308,7 +315,7 @@ def _held_group_norm(gn):
         def __init__(self) -> None:
             super().__init__()
             self.gn = gn
-            self.held = None
+            self.held: tuple[torch.Tensor, torch.Tensor] | None = None
 
         def forward(self, x):
             if self.held is None:

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from streamer.errors import ConfigError, SinkError, require
 from streamer.sinks.dictation import normalize_phrase
@@ -284,7 +285,8 @@ class ProgramRunner:
     def _wait(self, name: str, proc: subprocess.Popen) -> None:
         code = proc.wait()
         if code != 0:
-            self.say(f"command: {name}: {os.path.basename(str(proc.args[0]))} exited with status {code}")
+            program = cast(list[str], proc.args)[0]  # started from a list of arguments (start above)
+            self.say(f"command: {name}: {os.path.basename(str(program))} exited with status {code}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from streamer.core.events import Event, FinalEvent, LevelEvent
 from streamer.errors import ConfigError, SinkError
@@ -25,7 +25,7 @@ def _timestamp(seconds: float, sep: str) -> str:
 
 
 def event_to_dict(event: Event) -> dict:
-    d = {"type": type(event).__name__.removesuffix("Event").lower()}
+    d: dict[str, Any] = {"type": type(event).__name__.removesuffix("Event").lower()}
     d.update(dataclasses.asdict(event))
     if isinstance(event, FinalEvent):
         d["words"] = [dataclasses.asdict(w) for w in event.words]

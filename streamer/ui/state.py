@@ -114,6 +114,7 @@ class LiveState:
             return
         shown_from_s = prev[1]
         audio_mid_s = (shown_from_s + event.tentative_until_s) / 2
+        assert self._origin is not None  # apply() tracked this event's origin first
         self._latency = max(0.0, event.wall_time_s - (self._origin + audio_mid_s))
 
     def _track_origin(self, event: Event) -> None:

@@ -50,6 +50,12 @@ def test_streamed_equals_offline_for_local_model(seed, seconds, hop_ms, left_ms,
     events = stream(model, audio, WindowConfig(hop_ms, left_ms, look_ms), chunk)
     finals = [e for e in events if isinstance(e, FinalEvent)]
     assert " ".join(f.text for f in finals if f.text) == offline_text(model, audio)
+    # every partial's committed text extends the one before and is a prefix of the segment's final
+    partials = [e for e in events if isinstance(e, PartialEvent)]
+    for a, b in zip(partials, partials[1:]):
+        assert b.committed_text.startswith(a.committed_text)
+    for p in partials:
+        assert finals[-1].text.startswith(p.committed_text)
 
 
 @settings(max_examples=15, deadline=None)
@@ -71,13 +77,19 @@ def test_partials_show_committed_prefix_and_tentative_tail():
     events = stream(model, audio, WindowConfig(240, 500, 320), 320)
     partials = [e for e in events if isinstance(e, PartialEvent)]
     assert partials
-    committed = [p.committed_text for p in partials]
-    for a, b in zip(committed, committed[1:]):
-        assert b.startswith(a.rsplit(" ", 1)[0])  # committed text only grows
-    assert all(p.tentative_until_s - p.committed_until_s == 0.32 or abs(p.tentative_until_s - p.committed_until_s - 0.32) < 1e-6
-               for p in partials)
+    assert {p.segment_id for p in partials} == {0}
     final = [e for e in events if isinstance(e, FinalEvent)][-1]
     assert final.text == offline_text(model, audio)
+    committed = [p.committed_text for p in partials]
+    assert len(set(committed)) > 3  # the text did grow along the way
+    for i, (a, b) in enumerate(zip(partials, partials[1:])):
+        # committed text only grows, from every partial to the next, and the final extends all of it
+        assert b.committed_text.startswith(a.committed_text), (i, a.committed_text, b.committed_text)
+        assert b.committed_until_s > a.committed_until_s
+    for p in partials:
+        assert final.text.startswith(p.committed_text), (p.committed_text, final.text)
+        assert abs(p.tentative_until_s - p.committed_until_s - 0.32) < 1e-6
+        assert p.text == (p.committed_text + p.tentative_text).strip()
 
 
 def test_letter_across_seam_is_not_doubled_or_dropped():

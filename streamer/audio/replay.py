@@ -15,6 +15,8 @@ from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
 
 REPLAY_MODES = ("fast", "realtime")
+#: close() waits this long for the replay thread to notice the stop.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class BlockReplay:
@@ -57,11 +59,11 @@ class BlockReplay:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop replaying (the session's stop event is set first) and close the ring."""
+        """Stop replaying and close the ring (which also wakes a fast replay waiting for room)."""
         self.stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5.0)
         self.ring.close()
+        if self._thread.is_alive():
+            self._thread.join(CLOSE_TIMEOUT_S)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)

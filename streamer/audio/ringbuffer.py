@@ -38,6 +38,8 @@ class RingBuffer:
                 # Write in pieces that fit, waiting for the reader in between.
                 offset = 0
                 while offset < len(samples):
+                    if self._closed:  # the reader is gone: nobody will make room
+                        return 0
                     room = self.capacity - (self._write_pos - self._read_pos)
                     if room <= 0:
                         if not self._cond.wait(timeout=timeout) and timeout is not None:

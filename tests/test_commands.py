@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -170,7 +169,7 @@ def test_near_misses_and_unlisted_phrases_run_nothing(tmp_path, heard):
     sink, said = sink_for(write(tmp_path, marker_command("open-editor", "open the editor", marker)))
     sink.handle(final(heard))
     sink.close()
-    time.sleep(0.3)
+    assert sink.runner.started == []  # no program was started, so none can write the marker later
     assert not marker.exists()
     assert not any("matched" in s for s in said)
     if heard:
@@ -191,10 +190,12 @@ def test_shell_metacharacters_in_speech_are_never_executed(tmp_path, heard, runs
     monkeypatch.chdir(tmp_path)  # a "touch pwned" run anywhere would land here
     outcome = sink.router.handle(heard, 1.0)
     assert (outcome.ran is not None) == runs, (heard, outcome)
+    assert len(sink.runner.started) == int(runs)
     if runs:
         assert wait_for(written(marker))
         assert marker.read_text() == repr([str(marker)]) + "\n"  # the file's arguments, nothing heard
-    time.sleep(0.3)
+    for proc in sink.runner.started:  # every program started has ended: nothing more can appear
+        assert proc.wait(timeout=10) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["commands.toml"] + (["marker"] if runs else []))
 
 
@@ -224,18 +225,16 @@ def test_confirmation_flow(tmp_path):
     sink.process("WIPE THE DISK", 1.0)
     sink.process("NO WAIT", 2.0)  # anything else cancels
     sink.process("CONFIRM", 3.0)  # too late: nothing pending
-    time.sleep(0.3)
-    assert not marker.exists()
+    assert sink.runner.started == [] and not marker.exists()
     assert "command: wipe cancelled" in said
     sink.process("WIPE THE DISK", 10.0)
     sink.process("CONFIRM", 16.0)  # after confirm_timeout_s of audio
-    time.sleep(0.3)
-    assert not marker.exists()
+    assert sink.runner.started == [] and not marker.exists()
     assert any("wipe expired" in s for s in said)
     sink.process("WIPE THE DISK", 20.0)
     sink.process("CONFIRM", 22.0)
     assert wait_for(written(marker))
-    assert "command: wipe confirmed (score 100)" in said
+    assert "command: wipe confirmed (score 100)" in said and len(sink.runner.started) == 1
 
 
 def test_keys_and_insert_actions_and_dictation_around_them(tmp_path):
@@ -311,6 +310,6 @@ def test_demo_model_near_miss_and_unlisted_phrases_run_nothing(tmp_path):
     out = run_streamer(["--file", str(clip), "--no-tui", "--model", str(demo), "--commands", str(path),
                         "--commands-only"], tmp_path)
     assert out.returncode == 0, out.stderr
-    time.sleep(0.5)
+    assert ": started " not in out.stderr  # no program was started, so none can write the marker later
     assert not marker.exists(), out.stderr
     assert "matched" not in out.stderr and out.stderr.count("no match for") >= 1

@@ -311,9 +311,15 @@ def test_live_captions_end_to_end_tiny_model(virtual_mic, tmp_path, utterances_w
     offline = offline_text(utterances_wav, tiny_model, capsys)
     cer = jiwer.cer(offline, result["streamed"]) if offline else None
     with capsys.disabled():
-            print(f"\ntiny random model: streamed {result['streamed']!r} vs offline {offline!r}: CER {cer}; "
+        print(f"\ntiny random model: streamed {result['streamed']!r} vs offline {offline!r}: CER {cer}; "
               f"first partial {result['first_partial_s']:.2f} s, first final {result['first_final_s']:.2f} s "
               "after speech onset")
+    # No CER bound here: a random model's letters change with the context, and the offline decode hears the
+    # three utterances at once (measured 0.56). Latency after the speech onset, measured 0.56 s to the first
+    # partial and 1.65 s to the first final on the 2-core CPU: text that only comes at the end of the clip,
+    # or a pipeline stalled behind the capture, is seconds later.
+    assert result["first_partial_s"] is not None and result["first_partial_s"] < 3.0
+    assert result["first_final_s"] is not None and result["first_final_s"] < 5.0
 
 
 @pytest.mark.skipif(not have_demo_model(), reason="the demo model (assets/demo_model) has not landed yet")
@@ -334,8 +340,12 @@ def test_live_captions_match_offline_decode_demo_model(virtual_mic, tmp_path, ut
     # 'TERNOFGF THE LIGHTS'): the clip holds three utterances, each decoded on its own, while the offline
     # decode sees all three at once, and this weak model (8% CER against the truth) flips letters on such
     # context changes (0.083 / 0.146 with the phase-3 / phase-2 models and stitched finals). This bound
-    # guards against regressions in the capture path (lost or duplicated audio gives far more).
-    assert cer <= 0.20
+    # guards against regressions in the capture path (lost or duplicated audio gives far more): 0.077 in a
+    # rerun after the restructure and 0.115 in another; 0.15 allows about two letters of the 52 beyond the worst measured, while a
+    # word lost or doubled anywhere in the clip adds about 0.1.
+    assert cer <= 0.15
+    assert result["first_partial_s"] is not None and result["first_partial_s"] < 3.0  # measured 0.53 s
+    assert result["first_final_s"] is not None and result["first_final_s"] < 5.0  # measured 1.36 s
 
 
 def test_sigterm_mid_speech_flushes_the_pending_segment(virtual_mic, tmp_path, tiny_model):
@@ -364,7 +374,12 @@ def test_sigterm_mid_speech_flushes_the_pending_segment(virtual_mic, tmp_path, t
     assert finals, "the pending segment was not flushed"
     assert finals[-1]["segment_id"] == last_partial["segment_id"]
     assert not finals[-1]["full_pass"]
-    assert finals[-1]["text"].startswith(last_partial["committed_text"])
+    # committed text only grows: from every partial of the segment to the next, and into its final
+    partials = [e for e in events if e["type"] == "partial" and e["segment_id"] == last_partial["segment_id"]]
+    for a, b in zip(partials, partials[1:]):
+        assert b["committed_text"].startswith(a["committed_text"]), (a["committed_text"], b["committed_text"])
+    for p in partials:
+        assert finals[-1]["text"].startswith(p["committed_text"]), (p["committed_text"], finals[-1]["text"])
     assert stdout.strip().splitlines()[-1] == finals[-1]["text"]
 
 

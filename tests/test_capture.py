@@ -340,9 +340,9 @@ def test_live_captions_match_offline_decode_demo_model(virtual_mic, tmp_path, ut
     # 'TERNOFGF THE LIGHTS'): the clip holds three utterances, each decoded on its own, while the offline
     # decode sees all three at once, and this weak model (8% CER against the truth) flips letters on such
     # context changes (0.083 / 0.146 with the phase-3 / phase-2 models and stitched finals). This bound
-    # guards against regressions in the capture path (lost or duplicated audio gives far more): 0.077 in a
-    # rerun after the restructure and 0.115 in another; 0.15 allows about two letters of the 52 beyond the worst measured, while a
-    # word lost or doubled anywhere in the clip adds about 0.1.
+    # guards against regressions in the capture path (lost or duplicated audio gives far more): 0.077 and
+    # 0.115 in two reruns after the restructure; 0.15 allows about two letters of the 52 beyond the worst
+    # measured, while a word lost or doubled anywhere in the clip adds about 0.1.
     assert cer <= 0.15
     assert result["first_partial_s"] is not None and result["first_partial_s"] < 3.0  # measured 0.53 s
     assert result["first_final_s"] is not None and result["first_final_s"] < 5.0  # measured 1.36 s

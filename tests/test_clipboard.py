@@ -57,6 +57,7 @@ def test_demo_model_dictation_into_the_clipboard(tmp_path, xvfb):
     assert fuzz.ratio(text.lower(), "start recording show the time") >= 80, text
 
 
+@pytest.mark.slow
 @needs_xclip
 def test_tool_clipboard_round_trip_and_unicode(xvfb):
     board = detect_clipboard()
@@ -67,6 +68,7 @@ def test_tool_clipboard_round_trip_and_unicode(xvfb):
     assert read_clipboard(xvfb) == ""
 
 
+@pytest.mark.slow
 @needs_xclip
 def test_start_up_line_names_the_tool(xvfb):
     from streamer.sinks.desktop import DesktopOptions, build_desktop_sink
@@ -77,6 +79,7 @@ def test_start_up_line_names_the_tool(xvfb):
     assert lines == ["streamer: dictation (shaped, finals only) into the clipboard (append, xclip)"]
 
 
+@pytest.mark.slow
 @needs_xclip
 def test_a_dead_display_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":4321")

@@ -29,6 +29,8 @@ def one_error_line(result) -> str:
 
 
 # -- real PortAudio through the virtual microphone --------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.audio
 def test_list_devices_table(virtual_mic):
     r = run_cli("--list-devices")
     assert r.returncode == 0, r.stderr
@@ -44,12 +46,16 @@ def test_list_devices_table(virtual_mic):
     assert "--input-device" in lines[-1]
 
 
+@pytest.mark.slow
+@pytest.mark.audio
 def test_list_devices_in_process_matches_cli(virtual_mic):
     devices = list_input_devices()
     assert [d.name for d in devices if d.is_default] == ["default"]
     assert all(isinstance(d.index, int) and d.input_channels > 0 for d in devices)
 
 
+@pytest.mark.slow
+@pytest.mark.audio
 def test_unknown_input_device_is_one_line_listing_candidates(virtual_mic):
     # --model points nowhere: the device is checked before the model would be loaded.
     r = run_cli("--input-device", "no such mic", "--model", "/nonexistent/model", "--no-tui")
@@ -59,6 +65,8 @@ def test_unknown_input_device_is_one_line_listing_candidates(virtual_mic):
     assert "[0] pulse" in line and "[1] default" in line
 
 
+@pytest.mark.slow
+@pytest.mark.audio
 def test_ambiguous_input_device_lists_the_matches(virtual_mic):
     r = run_cli("--input-device", "UL", "--model", "/nonexistent/model", "--no-tui")  # pULse, defaULt
     assert r.returncode == 2
@@ -66,12 +74,16 @@ def test_ambiguous_input_device_lists_the_matches(virtual_mic):
     assert "2 input devices match 'UL'" in line and "[0] pulse; [1] default" in line
 
 
+@pytest.mark.slow
+@pytest.mark.audio
 def test_input_device_index_that_is_not_an_input(virtual_mic):
     r = run_cli("--input-device", "99", "--model", "/nonexistent/model", "--no-tui")
     assert r.returncode == 2
     assert "no input device with index 99" in one_error_line(r)
 
 
+@pytest.mark.slow
+@pytest.mark.audio
 def test_unsupported_sample_rate_names_the_device(virtual_mic):
     device = resolve_input_device("pulse")
     with pytest.raises(AudioDeviceError) as err:
@@ -80,6 +92,7 @@ def test_unsupported_sample_rate_names_the_device(virtual_mic):
     assert "[0] pulse" in line and "1000000 Hz" in line and "sample rate" in line.lower()
 
 
+@pytest.mark.slow
 def test_no_sound_server_means_no_devices(tmp_path):
     env = dict(os.environ, PULSE_RUNTIME_PATH=str(tmp_path))  # a server that is not there
     env.pop("PULSE_SERVER", None)

@@ -71,6 +71,7 @@ def window(tmp_path, xvfb):
     w.close()
 
 
+@pytest.mark.slow
 @needs_xdotool
 def test_dictation_edits_typed_with_xdotool(window):
     typer = detect_typer()
@@ -86,6 +87,7 @@ def test_dictation_edits_typed_with_xdotool(window):
     assert window.settled(dictation.document) == "Hello world.\n-dash and $(echo) ; ok"
 
 
+@pytest.mark.slow
 @needs_xdotool
 def test_key_chords_with_xdotool(window):
     typer = detect_typer()

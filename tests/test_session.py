@@ -131,6 +131,9 @@ class FailingSource:
     def input_overflows(self) -> int:
         return 0
 
+    def nonfinite_samples(self) -> int:
+        return 0
+
 
 def test_a_source_that_cannot_start_leaves_the_session_stopped_and_raises():
     sink = RecordingSink()

@@ -1,14 +1,19 @@
 """Transcript writers chosen by extension: .txt (one final per line), .srt / .vtt (timed finals), .jsonl
 (every event with its audio time and wall-clock emission time). Each writes as events arrive and flushes,
-so a crash loses at most the utterance in progress."""
+so a crash loses at most the utterance in progress.
+
+A write that fails (disk full, file system gone) raises one SinkError naming the file, which removes the sink
+from the session (the other outputs go on); the file is cut back to the end of the last complete line or cue,
+so what was written stays valid, and `close()` never raises."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from streamer.core.events import Event, FinalEvent, LevelEvent
 from streamer.errors import ConfigError, SinkError
@@ -37,23 +42,50 @@ class _TextFileSink:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._f: TextIO = open(path, "w", encoding="utf-8", newline="\n")
+            # Unbuffered bytes: nothing is held back in a buffer, so a failed write leaves nothing to fail
+            # again at close(), and the end of the last complete record is always known (`_good`).
+            self._f: BinaryIO = open(path, "wb", buffering=0)
         except OSError as exc:
             raise SinkError(f"cannot write output file {path}: {exc.strerror}", "choose a writable path") from exc
         self.cues = 0
-        self.header()
+        self.failed: SinkError | None = None
+        self._good = 0  # bytes of complete records on disk
+        try:
+            self.header()
+        except SinkError:
+            self.close()
+            raise
 
     def header(self) -> None:
         pass
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, sync: bool = True) -> None:
+        """Write one complete record (line, cue), then flush it to disk; all of it or, on error, none of it."""
+        if self.failed is not None:
+            return
+        data = text.encode("utf-8")
         try:
-            self._f.write(text)
-            self._f.flush()
-            os.fsync(self._f.fileno())
+            view = memoryview(data)
+            while view:
+                n = self._f.write(view)
+                if n is None or n <= 0:  # a raw write that wrote nothing would loop forever
+                    raise OSError(errno.EIO, "the file accepted no data")
+                view = view[n:]
+            if sync:
+                os.fsync(self._f.fileno())
         except OSError as exc:  # disk full, file system gone: one line; earlier finals are already on disk
-            raise SinkError(f"cannot write to {self.path}: {exc.strerror or exc}",
-                            "free disk space or choose another --output path") from exc
+            self.failed = SinkError(f"cannot write to {self.path}: {exc.strerror or exc}",
+                                    "free disk space or choose another --output path")
+            self._cut_back()
+            raise self.failed from exc
+        self._good += len(data)
+
+    def _cut_back(self) -> None:
+        """Drop a partly written record, so the file ends with a complete one (best effort)."""
+        try:
+            os.ftruncate(self._f.fileno(), self._good)
+        except OSError:
+            pass  # not a regular file (a device), or the file system is gone: nothing more to do
 
     def handle(self, event: Event) -> None:
         if isinstance(event, FinalEvent) and event.text:
@@ -64,8 +96,13 @@ class _TextFileSink:
         raise NotImplementedError
 
     def close(self) -> None:
-        if not self._f.closed:
+        """Close the file; never raises (a failure was reported by the write that met it)."""
+        if self._f.closed:
+            return
+        try:
             self._f.close()
+        except OSError:
+            pass
 
 
 class TxtSink(_TextFileSink):
@@ -92,14 +129,7 @@ class JsonlSink(_TextFileSink):
     def handle(self, event: Event) -> None:
         if isinstance(event, LevelEvent):
             return
-        try:
-            self._f.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n")
-            self._f.flush()
-            if isinstance(event, FinalEvent):
-                os.fsync(self._f.fileno())
-        except OSError as exc:
-            raise SinkError(f"cannot write to {self.path}: {exc.strerror or exc}",
-                            "free disk space or choose another --output path") from exc
+        self.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n", sync=isinstance(event, FinalEvent))
 
 
 SINKS = {".txt": TxtSink, ".srt": SrtSink, ".vtt": VttSink, ".jsonl": JsonlSink}

@@ -92,6 +92,7 @@ def run_offline(opts: RunOptions) -> int:
     from streamer.core.decoding import GreedyDecoder
     from streamer.core.stitching import collapse
     from streamer.model import load_model, reference_decode
+    from streamer.sinks.stdout import STDOUT_FAILED_EXIT, StdoutFinals
 
     assert opts.file is not None
     info = probe(opts.file)
@@ -108,11 +109,12 @@ def run_offline(opts: RunOptions) -> int:
     end_s = len(audio) / MODEL_SAMPLE_RATE
     final = FinalEvent(audio_time_s=end_s, wall_time_s=time.time(), segment_id=0, text=text, words=words,
                        start_s=0.0, end_s=round(end_s, 3))
-    print(text, flush=True)
+    stdout = StdoutFinals()
+    stdout.line(text)
     for sink in open_outputs(opts) + ([desktop] if desktop else []):
         sink.handle(final)
         sink.close()
-    return 0
+    return STDOUT_FAILED_EXIT if stdout.failed is not None else 0
 
 
 def run_file(opts: RunOptions) -> int:
@@ -145,21 +147,26 @@ def run_live(opts: RunOptions) -> int:
 
 
 def _on_sigterm(stop: Callable[[], None]) -> None:
+    """SIGTERM, and SIGHUP (the terminal was closed), stop like Ctrl+C: the utterance in progress is
+    finalised and every output written."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop())
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            signal.signal(signal.SIGHUP, lambda *_: stop())
 
 
 def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up: bool) -> int:
     """Load the model, run one Session to the end of the stream (or Ctrl+C / SIGTERM / q), show it on the
     caption screen or as plain lines, and report what was lost. Every output is written on every exit path."""
     from streamer.model import load_model
-    from streamer.sinks.stdout import StdoutFinals
+    from streamer.sinks.stdout import STDOUT_FAILED_EXIT, StdoutFinals
 
     desktop = prepare_outputs(opts)
     config = opts.session.config
     status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
-    sinks: list[Sink] = ([] if opts.tui else [StdoutFinals()]) + open_outputs(opts) + ([desktop] if desktop else [])
+    stdout = None if opts.tui else StdoutFinals()
+    sinks: list[Sink] = ([stdout] if stdout is not None else []) + open_outputs(opts) + ([desktop] if desktop else [])
     session = Session(ctc, source, SessionOptions(config, catch_up=catch_up), sinks=sinks,
                       final_rescorer=final_rescorer(opts.decoder, ctc, desktop))
     ui = None
@@ -186,7 +193,9 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     session.raise_errors()
     for line in session.warnings():
         stderr_line(f"streamer: {line}")
-    return 0  # Ctrl+C / SIGTERM are a normal way to stop: everything was flushed and written
+    if stdout is not None and stdout.failed is not None:
+        return STDOUT_FAILED_EXIT  # said when it happened; every other output is complete
+    return 0  # Ctrl+C / SIGTERM / SIGHUP are a normal way to stop: everything was flushed and written
 
 
 def _wait(session: Session, show_progress: bool) -> None:

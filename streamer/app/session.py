@@ -59,7 +59,8 @@ class Session:
         self.sinks = list(sinks)
         self.worker = Worker(self.recognizer, self.ring, [*(s.handle for s in self.sinks), *handlers],
                              stop=self.stopping, clock=clock, source_dropped=self.source.dropped_samples,
-                             input_overflows=self.source.input_overflows, paused=self.paused_event)
+                             input_overflows=self.source.input_overflows, paused=self.paused_event,
+                             nonfinite_samples=self.nonfinite_samples)
         self._started = False
         self._stopped = False
         self._lock = threading.Lock()
@@ -149,6 +150,11 @@ class Session:
     def dropped_samples(self) -> int:
         return self.worker.dropped_samples()
 
+    def nonfinite_samples(self) -> int:
+        """NaN / Inf input samples the source replaced with zeros (0 for a source that does not count them)."""
+        count: Callable[[], int] | None = getattr(self.source, "nonfinite_samples", None)
+        return count() if count is not None else 0
+
     def raise_errors(self) -> None:
         """After stop(): the first failure of the worker, an output, or the source, as raised there."""
         if self.worker.error is not None:
@@ -169,4 +175,8 @@ class Session:
         if overflows:
             lines.append(f"warning: the audio device reported {overflows} input overflows (audio lost before it "
                          "reached streamer)")
+        nonfinite = self.nonfinite_samples()
+        if nonfinite:
+            lines.append(f"warning: {nonfinite} non-finite input sample{'s' if nonfinite > 1 else ''} (NaN or Inf) "
+                         "replaced with silence")
         return lines

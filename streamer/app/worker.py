@@ -53,7 +53,8 @@ class Worker:
     def __init__(self, recognizer: Recognizer, ring: RingBuffer, handlers: Iterable[EventHandler] = (),
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
                  source_dropped: Callable[[], int] = lambda: 0, input_overflows: Callable[[], int] = lambda: 0,
-                 paused: threading.Event | None = None) -> None:
+                 paused: threading.Event | None = None,
+                 nonfinite_samples: Callable[[], int] = lambda: 0) -> None:
         self.recognizer = recognizer
         self.ring = ring
         self.handlers = list(handlers)
@@ -61,6 +62,7 @@ class Worker:
         self.clock = clock
         self.source_dropped = source_dropped
         self.input_overflows = input_overflows
+        self.nonfinite_samples = nonfinite_samples
         self.paused = paused or threading.Event()
         self.error: BaseException | None = None
         self.sink_errors: list[StreamerError] = []
@@ -97,7 +99,7 @@ class Worker:
 
     def _complete_stats(self, event: StatsEvent) -> StatsEvent:
         return replace(event, lag_s=self.ring.unread() / MODEL_SAMPLE_RATE, dropped_samples=self.dropped_samples(),
-                       input_overflows=self.input_overflows())
+                       input_overflows=self.input_overflows(), nonfinite_samples=self.nonfinite_samples())
 
     def _run(self) -> None:
         try:

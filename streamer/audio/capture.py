@@ -144,6 +144,10 @@ class Capture:
     def input_overflows(self) -> int:
         return self._overflows
 
+    def nonfinite_samples(self) -> int:
+        """NaN / Inf samples the device delivered, replaced with zeros by the resampler."""
+        return self._resampler.nonfinite_samples
+
     # -- PortAudio callback thread: copy, queue, count; nothing else ----------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, _time, status) -> None:
         if status.input_overflow:

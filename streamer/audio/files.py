@@ -47,10 +47,15 @@ def probe(path: str | Path) -> AudioFileInfo:
     return AudioFileInfo(p, int(info.samplerate), int(info.channels), int(info.frames))
 
 
-def iter_blocks_16k(path: str | Path, block_frames: int = FILE_BLOCK_FRAMES) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono float32 blocks of the file, resampled as a stream (nothing lost at block edges)."""
+def iter_blocks_16k(path: str | Path, block_frames: int = FILE_BLOCK_FRAMES,
+                    resampler: StreamingResampler | None = None) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 blocks of the file, resampled as a stream (nothing lost at block edges).
+    Pass a `resampler` (for the file's rate) to read its counters (non-finite samples zeroed) afterwards."""
     info = probe(path)
-    resampler = StreamingResampler(info.sample_rate, MODEL_SAMPLE_RATE)
+    if resampler is None:
+        resampler = StreamingResampler(info.sample_rate, MODEL_SAMPLE_RATE)
+    elif resampler.in_rate != info.sample_rate:
+        raise ValueError(f"resampler for {resampler.in_rate} Hz, file at {info.sample_rate} Hz")
     try:
         with sf.SoundFile(str(info.path)) as f:
             for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.audio.files import iter_blocks_16k, probe
+from streamer.audio.resample import StreamingResampler
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
 
@@ -49,6 +50,9 @@ class BlockReplay:
 
     def input_overflows(self) -> int:
         return 0
+
+    def nonfinite_samples(self) -> int:
+        return 0  # blocks already at 16 kHz were checked where they were made
 
     def arrival_time(self, sample: int) -> float:
         """Wall time at which audio up to `sample` had arrived (realtime pacing)."""
@@ -96,7 +100,12 @@ class FileReplay(BlockReplay):
     def __init__(self, path: str | Path, ring: RingBuffer, mode: str, stop: threading.Event,
                  clock: Callable[[], float] = time.time) -> None:
         self.info = probe(path)
-        super().__init__(iter_blocks_16k(self.info.path), ring, mode, stop, clock, name="file-replay")
+        self.resampler = StreamingResampler(self.info.sample_rate, MODEL_SAMPLE_RATE)
+        super().__init__(iter_blocks_16k(self.info.path, resampler=self.resampler), ring, mode, stop, clock,
+                         name="file-replay")
+
+    def nonfinite_samples(self) -> int:
+        return self.resampler.nonfinite_samples
 
     @property
     def total_samples(self) -> int | None:

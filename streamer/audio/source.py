@@ -36,6 +36,10 @@ class Source(Protocol):
         """Overflows the device reported (audio lost before it reached streamer)."""
         ...
 
+    def nonfinite_samples(self) -> int:
+        """NaN / Inf input samples replaced with zeros where the audio entered the 16 kHz path."""
+        ...
+
     @property
     def total_samples(self) -> int | None:
         """16 kHz samples the source will deliver in all, where known (files); None for a device."""

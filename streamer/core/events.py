@@ -117,7 +117,7 @@ class StatsEvent(Event):
     dropped_samples: int
     #: PortAudio input-overflow flags seen.
     input_overflows: int = 0
-    #: NaN / Inf input samples replaced with zeros where the audio entered the 16 kHz path.
-    nonfinite_samples: int = 0
     #: Audio processed so far.
     processed_s: float = 0.0
+    #: NaN / Inf input samples replaced with zeros where the audio entered the 16 kHz path.
+    nonfinite_samples: int = 0

@@ -151,9 +151,8 @@ class Session:
         return self.worker.dropped_samples()
 
     def nonfinite_samples(self) -> int:
-        """NaN / Inf input samples the source replaced with zeros (0 for a source that does not count them)."""
-        count: Callable[[], int] | None = getattr(self.source, "nonfinite_samples", None)
-        return count() if count is not None else 0
+        """NaN / Inf input samples the source replaced with zeros."""
+        return self.source.nonfinite_samples()
 
     def raise_errors(self) -> None:
         """After stop(): the first failure of the worker, an output, or the source, as raised there."""

@@ -58,7 +58,7 @@ class Session:
         self.recognizer = Recognizer(model, config, clock=clock, max_hops_per_step=hops, final_rescorer=final_rescorer)
         self.sinks = list(sinks)
         self.worker = Worker(self.recognizer, self.ring, [*(s.handle for s in self.sinks), *handlers],
-                             stop=self.stopping, clock=clock, source_dropped=self.source.dropped_samples,
+                             clock=clock, source_dropped=self.source.dropped_samples,
                              input_overflows=self.source.input_overflows, paused=self.paused_event,
                              nonfinite_samples=self.nonfinite_samples)
         self._started = False

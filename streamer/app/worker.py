@@ -44,21 +44,21 @@ def dbfs(x: np.ndarray) -> tuple[float, float]:
 
 
 class Worker:
-    """Reads the ring until it is closed and drained (or `stop` is set), feeds the recognizer, publishes.
+    """Reads the ring until its source closes it and it is drained (a stop closes it too), feeds the
+    recognizer, publishes.
 
     While `paused` is set the audio still flows (the time axis goes on) but the recognizer and the meter get
     silence, so nothing is transcribed. A handler that raises a StreamerError (an output that failed) is
     removed and its error kept in `sink_errors`; transcription goes on for the others."""
 
     def __init__(self, recognizer: Recognizer, ring: RingBuffer, handlers: Iterable[EventHandler] = (),
-                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time,
                  source_dropped: Callable[[], int] = lambda: 0, input_overflows: Callable[[], int] = lambda: 0,
                  paused: threading.Event | None = None,
                  nonfinite_samples: Callable[[], int] = lambda: 0) -> None:
         self.recognizer = recognizer
         self.ring = ring
         self.handlers = list(handlers)
-        self.stop = stop or threading.Event()
         self.clock = clock
         self.source_dropped = source_dropped
         self.input_overflows = input_overflows

@@ -18,7 +18,7 @@ from streamer.bench.metrics import SegmentTruth, fidelity, instability, percenti
 from streamer.bench.models import model_folder
 from streamer.bench.runs import BLOCK_MS, RUNNERS, RunResult, block_samples, run_realtime
 from streamer.core.config import MODEL_SAMPLE_RATE, Config, ModelConfig, WindowConfig
-from streamer.core.events import FinalEvent
+from streamer.core.events import VadEvent
 
 
 def machine() -> dict:
@@ -142,8 +142,10 @@ def summarize_run(run: RunResult, work: Workload, ctc, config: Config, offline: 
         "default_settings": is_default(config),
         "audio_s": round(run.audio_s, 2), "wall_s": round(run.wall_s, 2),
         "segments": len(work.segments),
-        # the recognizer's own VAD saw the same segments (it does unless audio was dropped)
-        "segments_match": len({e.segment_id for e in run.events if isinstance(e, FinalEvent)}) == len(work.segments),
+        # the recognizer's own VAD saw the same segments (it does unless audio was dropped); counted by their
+        # VAD ends: an utterance without text gives no final
+        "segments_match": len({e.segment_id for e in run.events
+                               if isinstance(e, VadEvent) and not e.speech}) == len(work.segments),
         "partial_latency_p50_ms": percentile_ms(partial[~np.isnan(partial)], 50),
         "partial_latency_p95_ms": percentile_ms(partial[~np.isnan(partial)], 95),
         "partial_latency_long_p50_ms": percentile_ms(long_partial[~np.isnan(long_partial)], 50),

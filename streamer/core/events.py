@@ -121,3 +121,20 @@ class StatsEvent(Event):
     processed_s: float = 0.0
     #: NaN / Inf input samples replaced with zeros where the audio entered the 16 kHz path.
     nonfinite_samples: int = 0
+    #: Audio the input never delivered (the process was stalled or suspended, or the device paused or was
+    #: switched), in 16 kHz samples, measured from the wall-clock time it was missing. Not in dropped_samples.
+    gap_samples: int = 0
+    #: How many such gaps (stalls, device interruptions) there were.
+    gaps: int = 0
+    #: Partials not shown while the worker caught up (several hops committed in one window); finals are
+    #: never skipped.
+    skipped_partials: int = 0
+
+
+@dataclass(frozen=True)
+class NoticeEvent(Event):
+    """Something the user should hear about as it happens, not only at exit: `kind` is "gap" (audio missing:
+    a stall or a device interruption) or "dropped" (processing fell behind and audio was lost)."""
+
+    kind: str
+    message: str

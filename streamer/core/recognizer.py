@@ -10,10 +10,21 @@ run through the model, its hop frames committed to the stitcher and its look-ahe
 tentative tail (PartialEvent). At the end of a segment the rest is committed and a FinalEvent emitted; for an
 utterance up to WindowConfig.final_pass_max_s the final's text and word times come from one more pass over
 the whole utterance (the context an offline decode sees). During silence the model is never called.
+
+A chunk is worked through in VAD-frame pieces, so every event carries the audio time at which it was
+decided (the end of the piece that produced it), whatever the chunk size: a whole file fed at once gives the
+same events as the same audio fed as it is captured. With one hop per step (no catch-up: the library
+default and fast file replay) the windows run piece by piece too, exactly as in real time; a caller that
+catches up (max_hops_per_step > 1: live capture, a paced replay behind real time) runs them once per chunk,
+several hops per window, and the partials that this merges are counted (`skipped_partials`).
+
+Stage decisions and timings are logged at DEBUG on this module's logger (`--debug`): VAD boundaries with
+their sample times, each window's frames and compute time, the final pass and the final.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +38,8 @@ from streamer.core.events import AudioChunk, Event, FinalEvent, PartialEvent, Sp
 from streamer.core.stitching import CTCStitcher, TokenSpan, collapse
 from streamer.core.vad import VadSegmenter
 from streamer.core.windowing import FrameGeometry, WindowSchedule
+
+log = logging.getLogger(__name__)
 
 
 class FrameModel(Protocol):
@@ -110,6 +123,12 @@ class Recognizer:
         self._split = False  # the open segment was finalised in pieces (no final pass for it)
         self.final_rescorer = final_rescorer
         self._committed_logits: list[np.ndarray] = []  # only kept when a rescorer is set
+        #: Partials not shown because a window committed several hops at once (catching up), or because an
+        #: utterance ended before its windows ran (a chunk that held all of it while behind).
+        self.skipped_partials = 0
+        #: Utterances that gave no text: no FinalEvent for them (their VadEvent end still closes them).
+        self.empty_finals = 0
+        self._interleave = self.schedule.max_hops_per_step == 1
 
     # -- public API ----------------------------------------------------------------------------------------
     @property
@@ -121,8 +140,17 @@ class Recognizer:
             raise ValueError(f"the core takes {self.sample_rate} Hz audio, got {chunk.sample_rate} Hz")
         self._history.append(chunk)
         events: list[Event] = []
-        for boundary in self.vad.feed(chunk):
-            events.extend(self._apply(boundary))
+        piece = self.vad.frame_samples
+        for offset in range(0, len(chunk.samples), piece):
+            at = chunk.start_sample + min(offset + piece, len(chunk.samples))
+            boundaries = self.vad.feed(AudioChunk(chunk.start_sample + offset, chunk.samples[offset:offset + piece],
+                                                  chunk.sample_rate))
+            for boundary in boundaries:
+                if self._interleave and self._segment is not None and not boundary.speech:
+                    events.extend(self._run_windows(at, final=False))
+                events.extend(self._apply(boundary, at))
+            if self._interleave and self._segment is not None:
+                events.extend(self._run_windows(at, final=False))
         if self._segment is not None:
             events.extend(self._run_windows(self._history.end, final=False))
         self._trim()
@@ -132,7 +160,7 @@ class Recognizer:
         """End of stream: close the open segment (committing everything) and report stats."""
         events: list[Event] = []
         for boundary in self.vad.flush():
-            events.extend(self._apply(boundary))
+            events.extend(self._apply(boundary, self._history.end))
         events.append(self.stats())
         return events
 
@@ -147,8 +175,9 @@ class Recognizer:
         assert frame is not None, "no segment is open"
         return frame
 
-    def _apply(self, boundary: SpeechBoundary) -> list[Event]:
-        now_s = self._s(self._history.end)
+    def _apply(self, boundary: SpeechBoundary, at: int) -> list[Event]:
+        """Apply a VAD boundary decided once audio up to sample `at` had been seen."""
+        now_s = self._s(at)
         if boundary.speech:
             start = max(boundary.sample, self._history.start)
             opened = _Segment(self._segment_count, start, self.schedule.first_frame(start))
@@ -158,13 +187,24 @@ class Recognizer:
             self._split = False
             self.stitcher.reset()
             self.stitcher.next_frame = opened.first_frame
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("vad: speech start at sample %d (%.2f s), segment %d, decided at %.2f s", start,
+                          self._s(start), opened.segment_id, now_s)
             return [VadEvent(now_s, self.clock(), True, opened.segment_id)]
         seg = self._segment
         if seg is None:
             return []
-        events = self._run_windows(boundary.sample, final=True)
-        events.append(self._full_pass_final(seg, boundary.sample)
-                      or self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("vad: speech end at sample %d (%.2f s), segment %d, decided at %.2f s", boundary.sample,
+                      self._s(boundary.sample), seg.segment_id, now_s)
+        events = self._run_windows(boundary.sample, final=True, at=at)
+        final = (self._full_pass_final(seg, boundary.sample, at)
+                 or self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False, at=at))
+        if final.text:
+            events.append(final)
+        else:
+            self.empty_finals += 1
+            log.debug("final: segment %d has no text: no final", seg.segment_id)
         self.stitcher.reset()
         self._committed_logits = []
         self._segment = None
@@ -172,25 +212,36 @@ class Recognizer:
         events.append(self.stats())
         return events
 
-    def _run_windows(self, available_end: int, final: bool) -> list[Event]:
+    def _run_windows(self, available_end: int, final: bool, at: int | None = None) -> list[Event]:
+        """Run the windows that audio up to `available_end` allows; `at`: the audio seen (default: that end)."""
         seg = self._segment
         assert seg is not None
+        at = available_end if at is None else at
         events: list[Event] = []
         while True:
             committed = self._next_frame
             window = self.schedule.next_window(seg.first_frame, committed, available_end, final)
             if window is None:
                 break
-            events.extend(self._step(seg, window))
+            events.extend(self._step(seg, window, at))
             if final:
                 break
         if final and not events:
             return events
         if not final:
-            events.extend(self._maybe_force_split(seg))
+            events.extend(self._maybe_force_split(seg, at))
         return events
 
-    def _step(self, seg: _Segment, window: Window) -> list[Event]:
+    def _skipped(self, window: Window) -> int:
+        """Partials this window stands for beyond its own: the hops it commits at once (catch-up), or for
+        the last window of an utterance the hops that could have been shown before it."""
+        s = self.schedule
+        frames = window.commit_end_frame - window.commit_start_frame
+        if window.final:
+            return max(0, (frames - s.lookahead_frames) // s.hop_frames)
+        return max(0, frames // s.hop_frames - 1)
+
+    def _step(self, seg: _Segment, window: Window, at: int) -> list[Event]:
         audio = self._history.get(window.start_sample, window.end_sample)
         t0 = time.perf_counter()
         logits = self.model.logits(audio, window.start_sample)
@@ -198,6 +249,13 @@ class Recognizer:
         self.compute_s += elapsed
         self._last_step_ms = elapsed * 1000
         self.windows_run += 1
+        skipped = self._skipped(window)
+        self.skipped_partials += skipped
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("window: segment %d samples [%d, %d) frames %d..%d commit %d..%d%s, %.1f ms%s",
+                      seg.segment_id, window.start_sample, window.end_sample, window.first_frame, window.end_frame,
+                      window.commit_start_frame, window.commit_end_frame, " (last)" if window.final else "",
+                      elapsed * 1000, f", {skipped} partials skipped" if skipped else "")
         expected = window.end_frame - window.first_frame
         if logits.shape[0] < expected:
             raise RuntimeError(f"model returned {logits.shape[0]} frames for a window of {expected}")
@@ -212,7 +270,7 @@ class Recognizer:
         tentative = self.stitcher.tentative(labels[c1:], window.commit_end_frame)
         g = self.geometry
         return [PartialEvent(
-            audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
+            audio_time_s=self._s(at), wall_time_s=self.clock(), segment_id=seg.segment_id,
             committed_text=self.decoder.text(self.stitcher.tokens),
             tentative_text=self._tentative_text(tentative),
             committed_until_s=round(window.commit_end_frame * g.frame_s, 6),
@@ -231,7 +289,7 @@ class Recognizer:
             return whole
         return whole[len(committed):] if whole.startswith(committed) else " " + whole
 
-    def _maybe_force_split(self, seg: _Segment) -> list[Event]:
+    def _maybe_force_split(self, seg: _Segment, at: int) -> list[Event]:
         """Finalise a very long utterance in pieces at a word boundary; nothing is recomputed or lost."""
         committed_end_s = self._next_frame * self.geometry.frame_s
         if committed_end_s - self._piece_start_s < self.config.vad.max_segment_s:
@@ -241,7 +299,7 @@ class Recognizer:
             return []
         head = self.stitcher.take_head(count)
         end_s = (head[-1].end_frame + 1) * self.geometry.frame_s
-        event = self._final(seg, head, end_s=end_s, forced=True, last_frame=head[-1].end_frame)
+        event = self._final(seg, head, end_s=end_s, forced=True, last_frame=head[-1].end_frame, at=at)
         self._piece_start_s = end_s
         self._split = True
         return [event]
@@ -251,7 +309,7 @@ class Recognizer:
         return (limit_s > 0 and not self._split
                 and self._s(end_sample - self.geometry.frame_start_sample(seg.first_frame)) <= limit_s)
 
-    def _full_pass_final(self, seg: _Segment, end_sample: int) -> FinalEvent | None:
+    def _full_pass_final(self, seg: _Segment, end_sample: int, at: int) -> FinalEvent | None:
         """The final of a whole (unsplit) utterance from one model pass over all of its audio, on the same
         frame grid as the windows (the pass starts at the segment's first frame). The pass also takes the
         silence the VAD heard after the utterance before ending it (the hangover beyond the kept tail), as
@@ -263,18 +321,22 @@ class Recognizer:
             return None
         vad = self.config.vad
         heard_silence = max(0, int((vad.hangover_ms - vad.tail_ms) * self.sample_rate / 1000))
-        audio = self._history.get(start, min(self._history.end, end_sample + heard_silence))
+        audio = self._history.get(start, min(at, end_sample + heard_silence))
         frames = self.geometry.frames_in(len(audio))
         if frames == 0:
             return None
         t0 = time.perf_counter()
         logits = self.model.logits(audio, None)[:frames]
-        self.compute_s += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        self.compute_s += elapsed
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("final pass: segment %d, %.2f s of audio from %.2f s, %d frames, %.1f ms", seg.segment_id,
+                      self._s(len(audio)), self._s(start), frames, elapsed * 1000)
         tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
-        return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits)
+        return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits, at=at)
 
     def _final(self, seg: _Segment, tokens: Sequence[TokenSpan], end_s: float, forced: bool, last_frame: int | None = None,
-               pass_logits: np.ndarray | None = None) -> FinalEvent:
+               pass_logits: np.ndarray | None = None, at: int | None = None) -> FinalEvent:
         """A FinalEvent for `tokens`; the rescorer (if any) gets the final pass's logits when there was one,
         else the committed window logits up to last_frame."""
         text = self.decoder.text(tokens)
@@ -287,8 +349,13 @@ class Recognizer:
             cut = len(frames) if last_frame is None else last_frame + 1 - first
             text = self.final_rescorer(frames[:cut]) if cut > 0 else ""
             self._committed_logits = [frames[cut:]] if cut < len(frames) else []
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("final: segment %d %.2f-%.2f s%s%s: %r", seg.segment_id, self._piece_start_s, end_s,
+                      " (full pass)" if pass_logits is not None else " (stitched windows)",
+                      " (forced split)" if forced else "", text)
         return FinalEvent(
-            audio_time_s=self._s(self._history.end), wall_time_s=self.clock(), segment_id=seg.segment_id,
+            audio_time_s=self._s(self._history.end if at is None else at), wall_time_s=self.clock(),
+            segment_id=seg.segment_id,
             text=text, words=self.decoder.words(tokens),
             start_s=round(self._piece_start_s, 3), end_s=round(end_s, 3), forced=forced,
             full_pass=pass_logits is not None,
@@ -300,6 +367,7 @@ class Recognizer:
             audio_time_s=processed_s, wall_time_s=self.clock(),
             rtf=self.compute_s / processed_s if processed_s > 0 else 0.0,
             step_compute_ms=self._last_step_ms, lag_s=0.0, dropped_samples=0, processed_s=processed_s,
+            skipped_partials=self.skipped_partials,
         )
 
     def _trim(self) -> None:

@@ -139,3 +139,105 @@ def test_detection():
         detect_typer({"DISPLAY": ":0"}, lambda _: None)
     with pytest.raises(SinkError, match="--type needs a graphical session"):
         detect_typer({}, tools.get)
+
+
+# -- newlines: Return runs the line in a terminal, so it is pressed only with --type-newlines ---------------
+class RecordingTyper:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def type_text(self, text):
+        self.calls.append(("type", text))
+
+    def press(self, chord):
+        self.calls.append(("press", chord))
+
+    def backspace(self, n):
+        self.calls.append(("backspace", n))
+
+
+class FakeClipboard:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.content = ""
+
+    def copy(self, text):
+        self.content = text
+
+
+def desktop(type_newlines: bool):
+    from streamer.sinks.desktop import DesktopOptions, DesktopSink
+
+    said: list[str] = []
+    typer, clipboard = RecordingTyper(), FakeClipboard()
+    sink = DesktopSink(DesktopOptions(clipboard="append", type=True, type_newlines=type_newlines),
+                       clipboard=clipboard, typer=typer, say=said.append)
+    return sink, typer, clipboard, said
+
+
+def test_a_spoken_new_line_is_typed_as_a_space_by_default():
+    sink, typer, clipboard, said = desktop(type_newlines=False)
+    for final in ["HELLO NEW LINE WORLD", "NEW PARAGRAPH BYE", "SCRATCH THAT", "AGAIN NEW LINE"]:
+        sink.process(final, 1.0)
+    typed = [c for c in typer.calls if c[0] == "type"]
+    assert all("\n" not in str(text) and "\r" not in str(text) for _, text in typed)
+    assert typer.calls == [("type", "Hello World"), ("type", "  Bye"), ("backspace", len("\n\nBye")),
+                           ("type", " again ")]  # one character for one: backspaces still match
+    assert clipboard.content == "Hello\nWorld again\n"  # the clipboard keeps the real newlines
+    notices = [s for s in said if "new line was typed as a space" in s]
+    assert len(notices) == 1 and "--type-newlines" in notices[0]  # said once, not once per utterance
+
+
+def test_type_newlines_presses_return():
+    sink, typer, _, said = desktop(type_newlines=True)
+    sink.process("HELLO NEW LINE WORLD", 1.0)
+    assert typer.calls == [("type", "Hello\nWorld")] and not said
+
+
+def test_command_insert_text_follows_the_same_rule(tmp_path):
+    from streamer.sinks.commands import load_commands
+    from streamer.sinks.desktop import DesktopOptions, DesktopSink
+
+    path = tmp_path / "c.toml"
+    path.write_text('[commands.sign]\nphrase = "insert signature"\ninsert = "\\nBest regards,\\nAda"\n')
+    path.chmod(0o600)
+    typer = RecordingTyper()
+    sink = DesktopSink(DesktopOptions(commands=path, commands_only=True), typer=typer, commands=load_commands(path),
+                       say=lambda _: None)
+    sink.process("INSERT SIGNATURE", 1.0)
+    assert typer.calls == [("type", " Best regards, Ada")]
+
+
+def test_the_start_up_line_says_how_new_lines_are_typed(monkeypatch):
+    from streamer.sinks import desktop as d
+
+    monkeypatch.setattr(d, "detect_typer", lambda env, purpose: RecordingTyper())
+    for flag, expected in [(False, "new lines typed as spaces (--type-newlines presses Return)"),
+                           (True, "new lines press Return")]:
+        lines: list[str] = []
+        d.build_desktop_sink(d.DesktopOptions(type=True, type_newlines=flag), env={}, status=lines.append)
+        assert any(expected in line for line in lines), lines
+
+
+def test_the_flag_reaches_the_desktop_options():
+    from streamer.cli import build_parser
+    from streamer.cli.args import desktop_options
+
+    assert desktop_options(build_parser().parse_args(["--type"])).type_newlines is False
+    assert desktop_options(build_parser().parse_args(["--type", "--type-newlines"])).type_newlines is True
+
+
+@pytest.mark.slow
+@needs_xdotool
+@pytest.mark.parametrize("type_newlines,expected", [(False, "Hello World. Bye"), (True, "Hello\nWorld. Bye")])
+def test_new_lines_in_a_real_window(window, type_newlines, expected):
+    from streamer.sinks.desktop import DesktopOptions, DesktopSink
+
+    sink = DesktopSink(DesktopOptions(type=True, type_newlines=type_newlines), typer=detect_typer(),
+                       say=lambda _: None)
+    for final in ["HELLO NEW LINE WORLD PERIOD", "BYE"]:
+        sink.process(final, 1.0)
+    assert window.settled(expected) == expected

@@ -120,6 +120,9 @@ def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="MODE", help="put each final into the clipboard: replace (the latest utterance; the "
                    "default MODE) or append (the running transcript)")
     d.add_argument("--type", action="store_true", help="type finals into the focused window (xdotool, wtype or ydotool)")
+    d.add_argument("--type-newlines", action="store_true",
+                   help="with --type, a spoken 'new line' presses Return (default: typed as a space, because Return "
+                        "runs the line in a terminal)")
     d.add_argument("--shaping", action=argparse.BooleanOptionalAction, default=True,
                    help="dictation text shaping: lowercase, capitals, spoken punctuation, 'scratch that'")
     d.add_argument("--capitalize", action=argparse.BooleanOptionalAction, default=True,
@@ -146,7 +149,8 @@ def desktop_options(args: argparse.Namespace) -> DesktopOptions:
     shaping = ShapingConfig(enabled=args.shaping, capitalize=args.capitalize,
                             spoken_punctuation=args.spoken_punctuation, editing=args.editing_commands)
     return DesktopOptions(clipboard=args.clipboard, type=args.type, shaping=shaping,
-                          commands=Path(args.commands) if args.commands else None, commands_only=args.commands_only)
+                          commands=Path(args.commands) if args.commands else None, commands_only=args.commands_only,
+                          type_newlines=args.type_newlines)
 
 
 def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptions:

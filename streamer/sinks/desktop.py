@@ -6,6 +6,12 @@ commands file, the clipboard tool, the typing tool), before the model loads, so 
 and not a surprise mid-dictation. The outputs run on a thread of their own (typing a long utterance takes a
 second, which must not hold up the recognizer); a failing tool mid-run is a warning, and dictation goes on.
 
+Typed newlines: a newline typed into a window is a Return key press, and Return in a terminal runs the line.
+So with --type a newline (a spoken "new line" / "new paragraph", or one in a command's insert text) is typed as
+a space, with one notice, unless DesktopOptions.type_newlines (--type-newlines) is set. One character for one
+keeps the typed copy as long as the document, so "scratch that" still sends the right number of backspaces.
+The clipboard always gets the real newlines.
+
 Threads: `handle` runs on the pipeline worker and only queues finals; the desktop thread owns the Dictation
 state, the command router and the tools.
 """
@@ -32,6 +38,10 @@ log = logging.getLogger(__name__)
 CLIPBOARD_MODES = ("off", "replace", "append")
 #: How long closing waits for queued finals to be typed / copied before giving up on them (reported).
 CLOSE_TIMEOUT_S = 30.0
+#: What typing does with newlines unless --type-newlines: one space for each (same length, see above).
+_NEWLINES_AS_SPACES = str.maketrans({"\n": " ", "\r": " "})
+NEWLINE_NOTICE = ("streamer: a new line was typed as a space (Return is pressed only with --type-newlines: "
+                  "in a terminal, Return runs the line)")
 
 
 def _stderr(msg: str) -> None:
@@ -51,6 +61,8 @@ class DesktopOptions:
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     commands: Path | None = None
     commands_only: bool = False
+    #: Type newlines as Return key presses (default: as spaces, since Return runs the line in a terminal).
+    type_newlines: bool = False
 
     @property
     def dictating(self) -> bool:
@@ -82,6 +94,7 @@ class DesktopSink:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._warned: set[str] = set()
+        self._newline_noticed = False
         self.processed = 0
 
     def say(self, message: str) -> None:
@@ -140,14 +153,24 @@ class DesktopSink:
                 if isinstance(edit, Delete):
                     self._guard(self.typer.backspace, edit.chars)
                 elif isinstance(edit, Insert):
-                    self._guard(self.typer.type_text, edit.text)
+                    self._type(edit.text)
 
     def _insert(self, text: str) -> None:
         """A command's insert action: where dictation goes; typed when nothing is dictated."""
         if self.dictation is not None:
             self._apply(self.dictation.insert(text))
         elif self.typer is not None:
-            self._guard(self.typer.type_text, text)
+            self._type(text)
+
+    def _type(self, text: str) -> None:
+        """Type text; newlines become spaces unless --type-newlines (see the module docstring)."""
+        assert self.typer is not None
+        if not self.options.type_newlines and ("\n" in text or "\r" in text):
+            text = text.translate(_NEWLINES_AS_SPACES)
+            if not self._newline_noticed:
+                self._newline_noticed = True
+                self.say(NEWLINE_NOTICE)
+        self._guard(self.typer.type_text, text)
 
     def _press(self, chord: str) -> None:
         if self.typer is not None:
@@ -196,9 +219,15 @@ def build_desktop_sink(options: DesktopOptions, env=None, say: Callable[[str], N
         outputs.append(f"the focused window ({typer.name})")
     if outputs:
         shaping = "shaped" if options.shaping.enabled else "unshaped"
-        status(f"streamer: dictation ({shaping}, finals only) into {' and '.join(outputs)}")
+        typed = ""
+        if typer is not None and options.dictating and options.type:
+            typed = ("; new lines press Return" if options.type_newlines
+                     else "; new lines typed as spaces (--type-newlines presses Return)")
+        status(f"streamer: dictation ({shaping}, finals only) into {' and '.join(outputs)}{typed}")
     if commands is not None:
         n = len(commands.commands)
+        programs = commands.programs
         status(f"streamer: {n} voice command{'s' if n != 1 else ''} from {commands.path} "
-            f"(threshold {commands.threshold:g}){'; commands only, no dictation' if options.commands_only else ''}")
+               f"(threshold {commands.threshold:g}){'; commands only, no dictation' if options.commands_only else ''}"
+               + (f"; may run {', '.join(programs)}" if programs else ""))
     return DesktopSink(options, clipboard, typer, commands, say)

@@ -53,7 +53,7 @@ max_segment_s = 12
 '''
     args = load([], text, tmp_path).args
     assert (args.model, args.hop_ms, args.no_tui, args.clipboard, args.shaping) == ("demo", 480, True, "append", False)
-    assert args.hotwords == ["open the editor"] and args.output == ["a.txt", "b.srt"]
+    assert args.hotwords == ["open the editor"] and args.output == [str(tmp_path / "a.txt"), str(tmp_path / "b.srt")]
     assert args.max_segment_s == 12.0 and isinstance(args.max_segment_s, float)
     args = load(["--hop-ms", "120", "--shaping", "--hotwords", "save", "--output", "c.vtt", "--clipboard"],
                 text, tmp_path).args
@@ -77,12 +77,25 @@ def test_the_default_file_is_read_when_it_exists(tmp_path):
     ("hop-ms = -5\n", "bad value for 'hop-ms': must not be negative"),
     ("hop-ms = 2.5\n", "bad value for 'hop-ms'"),
     ("no-tui = \"yes\"\n", "'no-tui' must be true or false"),
-    ("device = \"tpu\"\n", "'device' must be one of auto, cpu, cuda"),
-    ("clipboard = true\n", "'clipboard' must be a single value"),
-    ("model = 3\n", "'model' must be a string"),
-    ("output = 3\n", "'output' must be a list"),
+    ("device = \"tpu\"\n", "'device' must be one of \"auto\", \"cpu\", \"cuda\", not \"tpu\""),
+    ("clipboard = true\n", "'clipboard' must be one of \"replace\", \"append\", \"off\", not true"),
+    ("model = 3\n", "'model' must be a string, not 3"),
+    ("output = 3\n", "'output' must be a list (or one value), not 3"),
+    ("output = [1]\n", "'output' must be a list of strings, not 1"),
     ("config = \"other.toml\"\n", "unknown setting 'config'"),
     ("model = \n", "is not valid TOML"),
+    # the expected type is named for every kind of value
+    ("vad-aggressiveness = true\n", "'vad-aggressiveness' must be a whole number, not true"),
+    ("hop-ms = [1]\n", "'hop-ms' must be a whole number (0 or more), not [1]"),
+    ("beam-width = true\n", "'beam-width' must be a whole number (0 or more), not true"),
+    ("max-segment-s = \"abc\"\n", "bad value for 'max-segment-s'"),
+    ("vad-aggressiveness = 2.5\n", "bad value for 'vad-aggressiveness': expected a whole number, got 2.5"),
+    ("commands = 3\n", "'commands' must be a string, not 3"),
+    ("type = 1\n", "'type' must be true or false, not 1"),
+    ("hotwords = [\"a\", [\"b\"]]\n", "'hotwords' must be a list of strings, not [\"b\"]"),
+    ("hop-ms = 1\nhop_ms = 2\n", "'hop_ms' sets 'hop-ms' a second time"),
+    ("hop_msx = 3\n", "did you mean 'hop-ms'?"),
+    ("model = \"demo\"\nhop-ms = = 3\n", "(at line 2, column 10)"),
 ])
 def test_bad_settings_are_one_line_naming_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as err:

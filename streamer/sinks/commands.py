@@ -18,15 +18,25 @@
     phrase = "insert signature"
     insert = "Best regards,\\nAda"   # text added where dictation goes (typed with --commands-only)
 
-Safety: a `run` program is resolved on PATH when the file is loaded and started with
-subprocess.Popen(argv, shell=False) from the list in the file only; text from speech never becomes part of
-an argument, a path or a command line. Commands marked `confirm = true` wait for the confirmation phrase;
-anything else said cancels them, and so does silence longer than confirm_timeout_s.
+Safety: a `run` program is resolved to an absolute path when the file is loaded (on PATH, or relative to
+the commands file) and started with subprocess.Popen(argv, shell=False) from the list in the file only; text
+from speech never becomes part of an argument, a path or a command line. Commands marked `confirm = true` wait
+for the confirmation phrase; anything else said cancels them, and so does silence longer than
+confirm_timeout_s.
+
+Trust (`distrust`): a file that can make streamer run programs is obeyed only when no one but you (or root)
+could have written it, as ssh's StrictModes has it: the file and every folder above it up to / (where its
+name lies and where symbolic links lead) are owned by you or root and writable by neither group nor others;
+a sticky folder such as /tmp may be writable by all, since only an entry's owner can replace the entry. The
+same holds for every `run` program and its folders, so a program placed earlier on PATH by someone else is
+refused rather than run.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shlex
 import shutil
 import stat
 import subprocess
@@ -95,6 +105,23 @@ class CommandSet:
     threshold: float = DEFAULT_THRESHOLD
 
     @property
+    def programs(self) -> tuple[str, ...]:
+        """The absolute paths of the programs `run` actions start, each once."""
+        return tuple(dict.fromkeys(c.action.argv[0] for c in self.commands if c.action.kind == "run"))
+
+    def describe(self) -> list[str]:
+        """One line per command: its name, phrases and what it does (programs with their absolute paths)."""
+        out = []
+        for c in self.commands:
+            a = c.action
+            does = f"runs {shlex.join(a.argv)}" if a.kind == "run" else a.describe().replace("insert ", "inserts ", 1)
+            if a.kind == "keys":
+                does = "presses " + " ".join(a.keys)
+            phrases = " / ".join(repr(p) for p in c.phrases)
+            out.append(f"commands.{c.name}: {phrases} {does}" + (" after confirmation" if c.confirm else ""))
+        return out
+
+    @property
     def phrases(self) -> tuple[str, ...]:
         """Every phrase, the confirmation phrase included (the hotwords for beam search)."""
         out = [p for c in self.commands for p in c.phrases]
@@ -142,40 +169,114 @@ def _phrase(path: Path, key: str, text: str) -> str:
     return phrase
 
 
+@dataclass(frozen=True)
+class Distrust:
+    """Why a file may not be obeyed: `problem` completes "..., but <problem>"; `fix` is what to do."""
+
+    problem: str
+    fix: str
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _ancestors(p: Path) -> list[Path]:
+    return [p, *p.parents]
+
+
+def _entry_distrust(p: Path, st: os.stat_result, uid: int, label: str, folder: bool) -> Distrust | None:
+    if st.st_uid not in (uid, 0):
+        fix = "move the file into a folder of your own" if folder else "make a copy of your own and use that"
+        return Distrust(f"{label} is owned by {_owner(st.st_uid)}, not by you", fix)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (folder and st.st_mode & stat.S_ISVTX):
+        who = "every user" if st.st_mode & stat.S_IWOTH else "its group"
+        return Distrust(f"{label} is writable by {who}", f"chmod go-w {p}")
+    return None
+
+
+def distrust(path: str | Path, uid: int | None = None, file_stat: os.stat_result | None = None,
+             noun: str = "the file") -> Distrust | None:
+    """Why the file at `path` (one that can make streamer run programs) must not be obeyed, or None when only
+    `uid` (default: this process's user) or root could have written it (see the module docstring).
+    `file_stat`: the file's own status from the descriptor it was read through. OSError propagates."""
+    if os.name != "posix":
+        return None
+    uid = os.getuid() if uid is None else uid
+    given = Path(os.path.abspath(Path(path).expanduser()))
+    real = Path(os.path.realpath(given))
+    issue = _entry_distrust(real, file_stat or os.stat(real), uid, noun, folder=False)
+    if issue is not None:
+        return issue
+    if given != real and given.is_symlink():
+        link = os.lstat(given)
+        if link.st_uid not in (uid, 0):
+            return Distrust(f"the symbolic link {given} to it is owned by {_owner(link.st_uid)}, not by you",
+                            "use the file's own path")
+    # Every folder on the path as given (where symbolic links lie) and on the path they lead to.
+    for folder in dict.fromkeys([*_ancestors(given.parent), *_ancestors(real.parent)]):
+        issue = _entry_distrust(folder, os.stat(folder), uid, f"the folder {folder} above it", folder=True)
+        if issue is not None:
+            return issue
+    return None
+
+
 def _resolve_program(path: Path, key: str, program: str, which: Callable[[str], str | None]) -> str:
     if os.sep in program or (os.altsep and os.altsep in program):
         p = Path(program).expanduser()
         if not p.is_absolute():
-            p = (path.parent / p).resolve()  # relative to the commands file, never to the working folder
+            p = Path(os.path.normpath(path.parent.absolute() / p))  # relative to the commands file, never the working folder
         if not (p.is_file() and os.access(p, os.X_OK)):
             raise _fail(path, key, f"program {program!r} is not an executable file")
-        return str(p)
-    found = which(program)
-    if not found:
-        raise _fail(path, key, f"program {program!r} is not on PATH")
+        found = str(p)
+        shown = f"program {program!r}" + (f" ({found})" if found != program else "")
+    else:
+        hit = which(program)
+        if not hit:
+            raise _fail(path, key, f"program {program!r} is not on PATH")
+        if not os.path.isabs(hit):
+            raise _fail(path, key, f"program {program!r} was found as {hit} through a relative PATH entry, which "
+                        "depends on the working folder (give the program's absolute path or fix PATH)")
+        found = hit
+        shown = f"program {program!r} (found on PATH as {found})"
+    try:
+        issue = distrust(found, noun="the program")
+    except OSError as exc:
+        raise _fail(path, key, f"cannot check {shown}: {exc.strerror}") from None
+    if issue is not None:
+        raise ConfigError(f"commands file {path}: {key}: {shown} could be replaced by someone else: {issue.problem}",
+                          issue.fix)
     return found
 
 
-def _check_permissions(path: Path) -> None:
-    if os.name != "posix":
-        return
-    mode = path.stat().st_mode
-    if mode & stat.S_IWOTH:
-        raise ConfigError(f"commands file {path} is writable by every user, so anyone could add programs to it",
-                          f"chmod o-w {path}")
+def _read_trusted(path: Path) -> bytes:
+    """The commands file's bytes, once it is known that only you (or root) could have written them."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"commands file {path} is not a regular file", "give the path of a TOML file")
+            issue = distrust(path, file_stat=st)
+            if issue is not None:
+                raise ConfigError(f"commands file {path} can make streamer run programs, but {issue.problem}",
+                                  issue.fix)
+            return f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"commands file {path} does not exist", "check the path given to --commands") from None
+    except IsADirectoryError:
+        raise ConfigError(f"commands file {path} is a folder", "give the path of a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read commands file {path}: {exc.strerror}") from exc
 
 
 def load_commands(path: str | Path, which: Callable[[str], str | None] = shutil.which) -> CommandSet:
     """Read and validate a commands file. Every problem is one ConfigError naming the file and the key."""
     require("rapidfuzz.fuzz", "dictation", package="rapidfuzz")  # matching needs it: say so at start
     path = Path(path).expanduser()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"commands file {path} does not exist", "check the path given to --commands") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read commands file {path}: {exc.strerror}") from exc
-    _check_permissions(path)
+    raw = _read_trusted(path)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="results folder for --full (default benchmarks/results)")
     p.add_argument("--json", default=None, help="write the results here (default: streamer-bench.json, or OUT/cpu.json with --full)")
     p.add_argument("--markdown", default=None, help="with --full: the BENCHMARKS.md to update (default: the repository's)")
+    p.add_argument("--soak", type=float, default=None, metavar="MINUTES",
+                   help="reliability soak: MINUTES of mixed audio through the streamer CLI with faults injected "
+                   "(stall, overload, a full-disk output, closed stdout, non-finite samples; see soak.py)")
+    p.add_argument("--soak-live", action="store_true",
+                   help="with --soak: play the mix in real time into a PulseAudio virtual microphone, plus device loss")
     p.add_argument("--render-synthetic", action="store_true", help="(re)render benchmarks/audio/synthetic with espeak-ng and exit")
     add_streaming_arguments(p)  # the same compute, window and VAD flags as streamer itself
     p.add_argument("--debug", action="store_true")
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
         say(f"rendered {render_synthetic(synthetic_dir())}")
         return 0
+    if args.soak is not None:
+        from streamer.bench.soak import soak_main
+
+        return soak_main(args, argv)
     if args.full:
         from streamer.bench.full import full
 

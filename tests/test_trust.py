@@ -5,7 +5,9 @@ relative paths in a settings file are relative to that file.
 
 Files are built in tmp_path and given modes with os.chmod. "Owned by someone else" needs os.chown, which only
 root may do: those tests run as root (chown to 65534, nobody) and are skipped otherwise; the uid the check
-compares against can be passed in, which tests the same rule as any user."""
+compares against can be passed in, which tests the same rule as any user. A group-writable entry is fine when
+its group has the owner as its only member (a user private group); the tests stand for a shared group unless
+they say otherwise (private_group patched), whatever groups this machine has."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import streamer.sinks.commands as commands_module
 from streamer.cli import build_parser, main
 from streamer.cli.settings import parse_args
 from streamer.errors import ConfigError
@@ -31,12 +34,19 @@ as_root = pytest.mark.skipif(os.name != "posix" or os.getuid() != 0, reason="os.
 posix = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 pytestmark = posix
 
+REAL_PRIVATE_GROUP = commands_module.private_group
 INSERT = '[commands.a]\nphrase = "say hello"\ninsert = "hello"\n'
 
 
 @pytest.fixture(autouse=True)
 def isolated_config_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture(autouse=True)
+def shared_groups(monkeypatch):
+    """Every group counts as shared (others in it), so "writable by its group" means writable by others."""
+    monkeypatch.setattr(commands_module, "private_group", lambda gid, owner: False)
 
 
 def make(folder: Path, name: str, text: str, mode: int = 0o644) -> Path:
@@ -324,3 +334,38 @@ def test_modes_are_what_the_tests_think(tmp_path):
     """Guard for the tests above: a umask or file system that ignores chmod would make them vacuous."""
     p = make(tmp_path, "m", "", 0o664)
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o664
+
+
+# -- user private groups (umask 002): group-writable by a group of one is writable by the owner alone --------
+def test_group_writable_in_a_user_private_group_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.setattr(commands_module, "private_group", lambda gid, owner: True)
+    shared = folder(tmp_path / "mine", 0o775)
+    assert load_commands(make(shared, "c.toml", INSERT, 0o664)).commands
+    refused(make(shared, "d.toml", INSERT, 0o666), "the file is writable by every user")  # others stay others
+
+
+def test_which_groups_are_private(monkeypatch):
+    from types import SimpleNamespace as NS
+
+    users = [NS(pw_name="ada", pw_uid=1000, pw_gid=1000), NS(pw_name="bob", pw_uid=1001, pw_gid=1001),
+             NS(pw_name="eve", pw_uid=1002, pw_gid=100)]
+    groups = {1000: NS(gr_name="ada", gr_mem=[]), 1001: NS(gr_name="bob", gr_mem=["ada"]),
+              100: NS(gr_name="users", gr_mem=["ada"]), 50: NS(gr_name="staff", gr_mem=["ada"]),
+              60: NS(gr_name="empty", gr_mem=[])}
+
+    def getgrgid(gid):
+        return groups[gid]
+
+    def getpwuid(uid):
+        return next(u for u in users if u.pw_uid == uid)
+
+    monkeypatch.setattr(commands_module.grp, "getgrgid", getgrgid)
+    monkeypatch.setattr(commands_module.pwd, "getpwuid", getpwuid)
+    monkeypatch.setattr(commands_module.pwd, "getpwall", lambda: users)
+    private = REAL_PRIVATE_GROUP  # the autouse fixture replaced the module's
+    assert private(1000, 1000)  # ada's own group, no one else in it
+    assert not private(1001, 1000)  # bob's primary group, with ada listed
+    assert not private(100, 1000)  # eve's primary group
+    assert private(50, 1000)  # a group whose only listed member is ada
+    assert not private(60, 1000)  # no members at all: not the owner's (setgid tools use such groups)
+    assert not private(1000, 1001) and not private(4242, 1000)

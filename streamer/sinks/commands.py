@@ -26,14 +26,16 @@ confirm_timeout_s.
 
 Trust (`distrust`): a file that can make streamer run programs is obeyed only when no one but you (or root)
 could have written it, as ssh's StrictModes has it: the file and every folder above it up to / (where its
-name lies and where symbolic links lead) are owned by you or root and writable by neither group nor others;
-a sticky folder such as /tmp may be writable by all, since only an entry's owner can replace the entry. The
+name lies and where symbolic links lead) are owned by you or root and writable by neither group nor others
+(a group whose only member is the owner, a user private group, counts as the owner); a sticky folder such as
+/tmp may be writable by all, since only an entry's owner can replace the entry. The
 same holds for every `run` program and its folders, so a program placed earlier on PATH by someone else is
 refused rather than run.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shlex
@@ -188,13 +190,31 @@ def _ancestors(p: Path) -> list[Path]:
     return [p, *p.parents]
 
 
+def private_group(gid: int, owner: int) -> bool:
+    """Whether group `gid` has `owner` as its only member (a user private group, as with umask 002 on Debian /
+    Ubuntu): then group-writable is writable by the owner alone. The rule of Debian's OpenSSH StrictModes:
+    every account whose primary group it is, and every listed member, is the owner."""
+    try:
+        group = grp.getgrgid(gid)
+        owner_name = pwd.getpwuid(owner).pw_name
+        primary = [pw.pw_uid for pw in pwd.getpwall() if pw.pw_gid == gid]
+    except (KeyError, OSError):
+        return False
+    if any(u != owner for u in primary) or any(m != owner_name for m in group.gr_mem):
+        return False
+    return bool(primary or group.gr_mem)
+
+
 def _entry_distrust(p: Path, st: os.stat_result, uid: int, label: str, folder: bool) -> Distrust | None:
     if st.st_uid not in (uid, 0):
         fix = "move the file into a folder of your own" if folder else "make a copy of your own and use that"
         return Distrust(f"{label} is owned by {_owner(st.st_uid)}, not by you", fix)
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (folder and st.st_mode & stat.S_ISVTX):
-        who = "every user" if st.st_mode & stat.S_IWOTH else "its group"
-        return Distrust(f"{label} is writable by {who}", f"chmod go-w {p}")
+    if folder and st.st_mode & stat.S_ISVTX:
+        return None  # only an entry's owner may replace it: the entries below are checked themselves
+    if st.st_mode & stat.S_IWOTH:
+        return Distrust(f"{label} is writable by every user", f"chmod go-w {p}")
+    if st.st_mode & stat.S_IWGRP and not private_group(st.st_gid, st.st_uid):
+        return Distrust(f"{label} is writable by its group", f"chmod go-w {p}")
     return None
 
 

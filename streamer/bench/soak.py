@@ -87,6 +87,7 @@ class Item:
     end: int
     speech: bool
     speech_end: int  # last loud sample + 1 (for live latency: when the utterance's audio has all arrived)
+    speech_start: int = 0  # first loud sample
 
 
 @dataclass
@@ -105,13 +106,14 @@ class Mix:
 
     def item_at(self, t_s: float) -> Item | None:
         """The item whose span, extended half-way into the gaps beside it, holds mix time t_s."""
+        import bisect
+
+        if not self.items:
+            return None
         s = t_s * MODEL_SAMPLE_RATE
-        best, best_d = None, None
-        for it in self.items:
-            d = 0.0 if it.start <= s < it.end else min(abs(s - it.start), abs(s - it.end))
-            if best_d is None or d < best_d:
-                best, best_d = it, d
-        return best
+        k = bisect.bisect_right([it.start for it in self.items], s)
+        near = self.items[max(0, k - 1):k + 1]
+        return min(near, key=lambda it: 0.0 if it.start <= s < it.end else min(abs(s - it.start), abs(s - it.end)))
 
 
 def _read16k(path: Path) -> np.ndarray:
@@ -171,7 +173,7 @@ def build_mix(minutes: float, seed: int = 0, tail_s: float = TAIL_FAST_S, nonfin
             break
         loud = np.nonzero(np.abs(audio) > 0.02 * (np.abs(audio).max() + 1e-9))[0]
         speech_end = pos + (int(loud[-1]) + 1 if len(loud) else len(audio))
-        items.append(Item(name, pos, pos + len(audio), speech, speech_end))
+        items.append(Item(name, pos, pos + len(audio), speech, speech_end, pos + (int(loud[0]) if len(loud) else 0)))
         parts += [audio.astype(np.float32), tone(gap)]
         pos += len(audio) + gap
         k += 1
@@ -261,7 +263,9 @@ class RssPoller(threading.Thread):
         try:
             proc = psutil.Process(self.pid)
             while not self._halt.is_set():
-                self.samples.append((time.time(), proc.memory_info().rss))
+                rss = proc.memory_info().rss
+                if rss and proc.status() != psutil.STATUS_ZOMBIE:  # an exited process reads 0
+                    self.samples.append((time.time(), rss))
                 self._halt.wait(self.every_s)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
@@ -521,38 +525,52 @@ def _mid(e: dict) -> float:
     return (float(e["start_s"]) + float(e["end_s"])) / 2
 
 
-def _score(mix: Mix, fs: list[dict], offset: float) -> float:
-    """How well finals fall on speech items when stream time = mix time + offset."""
+def _similarity(a: str, b: str) -> float:
+    from difflib import SequenceMatcher
+
+    return SequenceMatcher(None, a, b).ratio() if a or b else 1.0
+
+
+def _score(mix: Mix, fs: list[dict], offset: float, ref_text: dict[int, str]) -> float:
+    """How well finals line up with the speech items when stream time = mix time + offset: per final, a
+    Gaussian of the distance between its centre and the centre of the speech it falls on, weighted by how
+    like the reference run's text for that item its text is (the same clip recurs: text alone is ambiguous,
+    position alone is flat over a clip's padding)."""
     s = 0.0
+    index = {id(it): k for k, it in enumerate(mix.items)}
     for e in fs:
-        it = mix.item_at(_mid(e) - offset)
-        if it is not None and it.speech and it.start / MODEL_SAMPLE_RATE <= _mid(e) - offset <= it.end / MODEL_SAMPLE_RATE:
-            s += 1.0
+        c = _mid(e) - offset
+        it = mix.item_at(c)
+        if it is not None and it.speech:
+            centre = (it.speech_start + it.speech_end) / 2 / MODEL_SAMPLE_RATE
+            s += float(np.exp(-((c - centre) ** 2) / (2 * 0.3**2))) * \
+                _similarity(str(e.get("text", "")), ref_text.get(index[id(it)], ""))
     return s
 
 
-def live_offsets(mix: Mix, rec: RunRecord) -> list[tuple[float, float]]:
+def live_offsets(mix: Mix, rec: RunRecord, ref_text: dict[int, str]) -> list[tuple[float, float]]:
     """Stream time minus mix time, piecewise: [(from stream time, offset)]. Estimated from the stats events
-    (stream time at the wall time playback started), then fitted to the finals' positions, separately before
-    and after each stall (audio lost in a stall shifts the two clocks apart)."""
+    (stream time at the wall time playback started), then fitted to the finals' positions and texts,
+    separately before and after each stall (audio lost in a stall puts the stream behind the mix by up to
+    the stall's length)."""
     fs = [e for e in finals(rec.events) if e.get("text")]
     stats = [e for e in rec.events if e.get("type") == "stats"]
     guess = 0.0
     if rec.play_started and stats:
         s = min(stats, key=lambda e: abs(float(e["wall_time_s"]) - rec.play_started))  # type: ignore[operator]
         guess = float(s["audio_time_s"]) + float(s.get("lag_s") or 0.0) + rec.play_started - float(s["wall_time_s"])
-    cuts = sorted(f["wall"] + f.get("seconds", 0) for f in rec.faults if f["fault"].startswith("stall"))
+    stalls = [f for f in rec.faults if f["fault"].startswith("stall")]
+    cuts = sorted(f["wall"] + f.get("seconds", 0) for f in stalls)
+    stall_s = max((f.get("seconds", 0) for f in stalls), default=0.0)
     pieces: list[tuple[float, float]] = []
-    groups: list[list[dict]] = []
     bounds = [-np.inf, *cuts, np.inf]
     for a, b in zip(bounds, bounds[1:]):
-        groups.append([e for e in fs if a <= float(e["wall_time_s"]) < b])
-    for g in groups:
+        g = [e for e in fs if a <= float(e["wall_time_s"]) < b]
         if not g:
             continue
-        lo, hi = (guess - 3.0, guess + 3.0) if not pieces else (guess - 3.0, guess + STALL_LIVE_S + 6.0)
-        grid = np.arange(lo, hi, 0.02)
-        scores = [_score(mix, g[:40], float(o)) for o in grid]
+        lo, hi = (guess - 3.0, guess + 3.0) if not pieces else (guess - stall_s - 3.0, guess + 3.0)
+        grid = np.arange(lo, hi, 0.01)
+        scores = [_score(mix, g[:40], float(o), ref_text) for o in grid]
         best = float(grid[int(np.argmax(scores))])
         pieces.append((float(g[0]["start_s"]), best))
         guess = best
@@ -579,6 +597,23 @@ def by_item(mix: Mix, fs: list[dict], pieces: list[tuple[float, float]]) -> dict
 
 def _text(es: list[dict]) -> str:
     return " ".join(" ".join(e.get("text", "") for e in es).split())
+
+
+def _cer(pairs: list[tuple[str, str]]) -> float | None:
+    """Character error rate of the received texts against the reference run's, over all pairs."""
+    from difflib import SequenceMatcher
+
+    total = sum(len(ref) for ref, _ in pairs)
+    if not total:
+        return None
+    try:
+        from rapidfuzz.distance import Levenshtein
+
+        errors = sum(Levenshtein.distance(ref, got) for ref, got in pairs)
+    except ImportError:  # an upper bound from difflib's matching blocks
+        errors = sum(max(len(ref), len(got)) - sum(m.size for m in SequenceMatcher(None, ref, got).get_matching_blocks())
+                     for ref, got in pairs)
+    return round(errors / total, 4)
 
 
 def _window(duration: float) -> float:
@@ -617,7 +652,7 @@ def _pct(xs: list[float], q: float) -> float | None:
 def analyse(mix: Mix, ref: RunRecord, rec: RunRecord, live: bool) -> dict[str, Any]:
     ref_groups = by_item(mix, [e for e in finals(ref.events) if e.get("text")], [(0.0, 0.0)])
     got_f = finals(rec.events)
-    pieces = live_offsets(mix, rec) if live else [(0.0, 0.0)]
+    pieces = live_offsets(mix, rec, {k: _text(v) for k, v in ref_groups.items()}) if live else [(0.0, 0.0)]
     groups = by_item(mix, [e for e in got_f if e.get("text")], pieces)
     speech_idx = [k for k, it in enumerate(mix.items) if it.speech]
     # utterances in the mix before device loss / the end of the run, and those a live stall swallowed
@@ -665,9 +700,11 @@ def analyse(mix: Mix, ref: RunRecord, rec: RunRecord, live: bool) -> dict[str, A
         "finals_received": len(received),
         "finals_received_outside_stall": len([k for k in received if not in_stall(mix.items[k])]),
         "finals_equal_reference": len(equal),
+        "cer_vs_reference": _cer([(_text(ref_groups.get(k, [])), _text(groups[k])) for k in received]),
         "missing": [{"clip": mix.items[k].name, "at_s": round(mix.items[k].start / MODEL_SAMPLE_RATE, 1),
                      "in_stall": in_stall(mix.items[k])} for k in missing][:50],
         "ran_to_end": ran_to_end,
+        "exit_after_loss_s": round(rec.exited - lost_at, 1) if rec.exited and lost_at else None,
         "exit_after_stall_s": round(rec.exited - stall_end, 1) if rec.exited and stall_end else None,
         "finals_after_stall": len([e for e in got_f if stall_end and float(e["wall_time_s"]) > stall_end]),
         "device_lost_line_before_loss": any(lost_at is None or t < lost_at for t, _ in lost_lines),
@@ -704,38 +741,53 @@ def _mb(x: int | None) -> float | None:
 
 
 def verdicts(r: dict[str, Any], live: bool) -> list[tuple[str, str, str]]:
-    """(fault, what the user saw, OK / NOT SURVIVED / ...) for each injected fault."""
+    """(fault, the stderr lines about it, verdict) for each fault: ok, or what went wrong."""
     lines = r["fault_lines"]
+    injected = {f["fault"].split(" (")[0] for f in r["faults"]}
 
     def having(*words: str) -> list[str]:
         return [line for line in lines if all(w.lower() in line.lower() for w in words)]
 
+    def one(found: list[str]) -> str:
+        return "ok" if len(found) == 1 else f"{len(found)} lines (expected 1)"
+
     out = []
     full = having("full.srt")
-    out.append(("disk full on one output", "; ".join(full) or "(no line)",
-                "ok" if len(full) == 1 else f"{len(full)} lines"))
+    out.append(("disk full on one output", "; ".join(full) or "(no line)", one(full)))
     so = having("standard output")
-    out.append(("stdout closed", "; ".join(so) or "(no line)", "ok" if len(so) == 1 else f"{len(so)} lines"))
+    out.append(("stdout closed", "; ".join(so) or "(no line)",
+                one(so) if "stdout closed" in injected else "not reached (the run ended first)"))
     if not live:
         nf = having("non-finite")
-        ok = len(nf) == 1 and r["zeroed_samples"] == r["injected_nonfinite"]
+        zeroed = f"zeroed {r['zeroed_samples']} of {r['injected_nonfinite']}"
         out.append(("non-finite samples", "; ".join(nf) or "(no line)",
-                    "ok" if ok else f"{len(nf)} lines, zeroed {r['zeroed_samples']} of {r['injected_nonfinite']}"))
+                    ("ok" if len(nf) == 1 else f"{len(nf)} lines (expected 1)") + f", {zeroed}"))
     lost = having("lost")
-    if r["device_lost_line_before_loss"]:
+    if "stall" not in injected:
+        stall = "not reached (the run ended first)"
+    elif r["device_lost_line_before_loss"]:
         stall = "NOT SURVIVED (called a lost device)"
     elif not r["ran_to_end"] and r["exit_after_stall_s"] is not None:
         stall = f"NOT SURVIVED (exited {r['exit_after_stall_s']} s after it, code {r['exit_code']})"
     else:
         stall = f"ok ({r['finals_after_stall']} finals after it)"
     out.append(("stall (SIGSTOP)", "; ".join(having("stall") + having("gap") + lost[:1]) or "(no line)", stall))
+    if "overload" not in injected:
+        overload = "not reached (the run ended first)"
+    elif r["finals_received_outside_stall"] >= r["finals_expected_outside_stall"]:
+        overload = "ok (no final missing)"
+    else:
+        overload = "finals missing"
     out.append(("overload", "; ".join(having("overload") + having("behind") + having("dropped")) or "(no line)",
-                "ok" if r["finals_received_outside_stall"] >= r["finals_expected_outside_stall"] else "finals missing"))
+                overload))
     if live:
         n = r["device_lost_lines_after_loss"]
-        out.append(("device lost", "; ".join(dict.fromkeys(lost + having("device"))) or "(no line)",
-                    "NOT NOTICED (stopped with SIGINT)" if any("SIGINT" in x for x in r["notes"])
-                    else "ok" if n == 1 else f"{n} lines"))
+        dev = [line for line in lines if "device" in line.lower() and "full.srt" not in line]
+        out.append(("device lost", "; ".join(dict.fromkeys(lost + dev)) or "(no line)",
+                    "not reached (the run ended first)" if "device lost" not in injected
+                    else "NOT NOTICED (stopped with SIGINT)" if any("SIGINT" in x for x in r["notes"])
+                    else ("ok" if n == 1 else f"{n} lines after the loss (expected 1)")
+                    + f", exit {r['exit_code']} {r['exit_after_loss_s']} s after it"))
     return out
 
 
@@ -752,7 +804,8 @@ def render(doc: dict[str, Any]) -> str:
         ("finals expected / received", f"{r['finals_expected']} / {r['finals_received']}"
          + (f" (outside the stall: {r['finals_expected_outside_stall']} / {r['finals_received_outside_stall']})"
             if live else "")),
-        ("finals equal to the reference run", f"{r['finals_equal_reference']} of {r['finals_expected']}"),
+        ("finals equal to the reference run", f"{r['finals_equal_reference']} of {r['finals_expected']} "
+         f"(CER of the received against it: {r['cer_vs_reference']})"),
         ("finals in ok.jsonl / lines in ok.txt", f"{r['finals_in_jsonl']} / {r['lines_in_txt']} "
          f"(same text: {'yes' if r['txt_equals_jsonl'] else 'NO'}); reference {r['finals_in_reference']}; "
          f"empty finals {r['empty_finals_in_jsonl']}; on non-speech {r['nonspeech_finals']}"),
@@ -769,7 +822,9 @@ def render(doc: dict[str, Any]) -> str:
         ("stderr lines", str(len(r["stderr"])) + (f", {r['tracebacks']} TRACEBACKS" if r["tracebacks"] else "")),
     ]
     w = max(len(a) for a, _ in rows)
+    g = doc.get("git") or {}
     out = [f"streamer bench --soak: {doc['command']}", f"machine: {doc['machine']}",
+           f"code: {g.get('commit')}" + (f" + uncommitted changes in {len(g['changed'])} files" if g.get("changed") else ""),
            f"load average: start {doc['loadavg_start']}, end {doc['loadavg_end']}", ""]
     out += [f"  {a:<{w}}  {b}" for a, b in rows]
     out += ["", "  faults:"]
@@ -795,6 +850,18 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "python": platform.python_version(), "nice": os.nice(0)}
 
 
+def git_state() -> dict[str, Any]:
+    """The commit measured, and the files changed on top of it (the soak runs the working tree)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            "changed": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
+
+
 def loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -811,7 +878,7 @@ def run_soak(minutes: float, live: bool = False, model: str = "demo", folder: Pa
     doc: dict[str, Any] = {"command": command or f"streamer bench --soak {minutes:g}" + (" --soak-live" if live else ""),
                            "mode": "live" if live else "fast", "minutes": minutes, "model": model,
                            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
-                           "loadavg_start": loadavg()}
+                           "loadavg_start": loadavg(), "git": git_state()}
     try:
         # live: no non-finite samples (the sound server converts the stream to its own sample format first)
         mix = build_mix(minutes, seed, TAIL_LIVE_S if live else TAIL_FAST_S, nonfinite=not live)

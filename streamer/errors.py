@@ -41,6 +41,10 @@ class MissingDependencyError(StreamerError):
     """An optional dependency that is not installed."""
 
 
+class OutOfMemory(StreamerError):
+    """The model ran out of memory (RAM or GPU) on this input."""
+
+
 class SinkError(StreamerError):
     """An output (file, clipboard, typing, command) that cannot be used."""
 

@@ -33,8 +33,12 @@ class RunOptions:
     """One run of `streamer`: where audio comes from, how it is shown, where transcripts go."""
 
     session: SessionOptions = field(default_factory=SessionOptions)
-    #: An audio file (None: the microphone).
+    #: An audio file, "-" for standard input, or a FIFO (None: the microphone).
     file: str | None = None
+    #: Headerless signed 16-bit little-endian input at this rate (--raw-rate; None: the file has a header).
+    raw_rate: int | None = None
+    #: Interleaved channels of raw input (--raw-channels).
+    raw_channels: int = 1
     #: File pacing: fast | realtime (None: realtime with the TUI, fast without).
     replay: str | None = None
     #: --offline: decode the whole file at once (the reference decode).

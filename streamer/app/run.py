@@ -4,6 +4,7 @@ dictation tools, beam search, the device), so a mistake costs no wait."""
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -14,14 +15,20 @@ from typing import TYPE_CHECKING
 from streamer.app.options import DecoderOptions, RunOptions
 from streamer.app.session import Session, SessionOptions
 from streamer.audio.source import SourceFactory
-from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.core.config import MODEL_SAMPLE_RATE, check_frame_grid
 from streamer.core.events import FinalEvent
 from streamer.core.recognizer import FinalRescorer, FrameModel
-from streamer.errors import ConfigError, StreamerError
+from streamer.errors import ConfigError, OutOfMemory, StreamerError
 from streamer.sinks import Sink
 
 if TYPE_CHECKING:  # imported where used: the desktop sink pulls in its tools only when asked for
+    from streamer.audio.files import AudioInput
     from streamer.sinks.desktop import DesktopSink
+
+#: Exit code of a file run interrupted with Ctrl+C: the outputs hold everything up to then, not the rest.
+INTERRUPTED_EXIT = 130
+#: Exit code of a run that transcribed only part of its input (a truncated file) or lost standard output.
+PARTIAL_EXIT = 1
 
 
 def stderr_line(msg: str) -> None:
@@ -35,6 +42,12 @@ def status(msg: str) -> None:
 
 
 def check_decoder(decoder: DecoderOptions) -> None:
+    if not math.isfinite(decoder.hotword_weight):
+        raise ConfigError(f"--hotword-weight must be a finite number, not {decoder.hotword_weight}", "give a number")
+    if decoder.beam_width < 1:
+        raise ConfigError(f"--beam-width must be at least 1, not {decoder.beam_width}", "the default is a good start")
+    if any(not h.strip() for h in decoder.hotwords):
+        raise ConfigError("an empty hotword was given", "separate hotwords with commas, e.g. --hotwords \"alpha,beta\"")
     if decoder.kind == "beam":
         from streamer.model.beam import check_available
 
@@ -86,20 +99,49 @@ def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSin
     return rescorer
 
 
+def open_input(opts: RunOptions) -> AudioInput:
+    """The input file, FIFO or standard input, opened once (its header and first block read)."""
+    from streamer.audio.files import RawFormat, open_audio
+
+    assert opts.file is not None
+    raw = RawFormat(opts.raw_rate, opts.raw_channels) if opts.raw_rate is not None else None
+    return open_audio(opts.file, raw)
+
+
+def report_shortfall(inp: AudioInput, code: int) -> int:
+    """A truncated input was transcribed as far as it goes: one warning line, and exit code 1."""
+    if inp.shortfall is None:
+        return code
+    stderr_line(f"streamer: warning: {inp.shortfall}; the transcript covers what was read")
+    return max(code, PARTIAL_EXIT)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError (CUDA) and the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
 def run_offline(opts: RunOptions) -> int:
     """The whole file in one forward pass: the reference decode (streamer.model.reference)."""
-    from streamer.audio.files import probe, read_16k
     from streamer.core.decoding import GreedyDecoder
     from streamer.core.stitching import collapse
     from streamer.model import load_model, reference_decode
     from streamer.sinks.stdout import STDOUT_FAILED_EXIT, StdoutFinals
 
-    assert opts.file is not None
-    info = probe(opts.file)
+    inp = open_input(opts)
     desktop = prepare_outputs(opts)
     ctc = load_model(opts.session.config.model, warmup=False)
-    audio = read_16k(info.path)
-    ref = reference_decode(ctc.model, ctc.processor, audio)
+    audio = inp.read_16k()
+    try:
+        ref = reference_decode(ctc.model, ctc.processor, audio)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise OutOfMemory(f"out of memory decoding {inp.info.label} ({len(audio) / MODEL_SAMPLE_RATE:.0f} s) in one "
+                          f"pass on {ctc.device}", "drop --offline to stream it in windows, or use a smaller model") from exc
     text = ref.text
     rescorer = final_rescorer(opts.decoder, ctc, desktop)
     if rescorer is not None:
@@ -114,20 +156,23 @@ def run_offline(opts: RunOptions) -> int:
     for sink in open_outputs(opts) + ([desktop] if desktop else []):
         sink.handle(final)
         sink.close()
-    return STDOUT_FAILED_EXIT if stdout.failed is not None else 0
+    return report_shortfall(inp, STDOUT_FAILED_EXIT if stdout.failed is not None else 0)
 
 
 def run_file(opts: RunOptions) -> int:
-    """Captions of a file, replayed as fast as the pipeline goes or paced like a microphone."""
-    from streamer.audio.files import probe
+    """Captions of a file (or a FIFO, or standard input), replayed as fast as the pipeline goes or paced
+    like a microphone. The input is opened once, before the model loads."""
     from streamer.audio.replay import FileReplay
 
-    assert opts.file is not None
-    info = probe(opts.file)
+    inp = open_input(opts)
+    info = inp.info
     mode = opts.replay_mode
-    header = f"file {info.path.name} ({info.sample_rate} Hz, {info.channels} ch, {info.duration_s:.1f} s, replay {mode})"
-    return run_captions(opts, lambda ring, stop: FileReplay(info.path, ring, mode, stop), header,
-                        catch_up=mode != "fast")
+    length = "stream" if info.duration_s is None else f"{info.duration_s:.1f} s"
+    name = info.name if info.name == "standard input" else info.path.name
+    header = f"file {name} ({info.sample_rate} Hz, {info.channels} ch, {length}, replay {mode})"
+    code = run_captions(opts, lambda ring, stop: FileReplay(inp, ring, mode, stop), header,
+                        catch_up=mode != "fast", interrupt_exit=INTERRUPTED_EXIT)
+    return code if code == INTERRUPTED_EXIT else report_shortfall(inp, code)
 
 
 def run_live(opts: RunOptions) -> int:
@@ -155,9 +200,10 @@ def _on_sigterm(stop: Callable[[], None]) -> None:
             signal.signal(signal.SIGHUP, lambda *_: stop())
 
 
-def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up: bool) -> int:
+def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up: bool, interrupt_exit: int = 0) -> int:
     """Load the model, run one Session to the end of the stream (or Ctrl+C / SIGTERM / q), show it on the
-    caption screen or as plain lines, and report what was lost. Every output is written on every exit path."""
+    caption screen or as plain lines, and report what was lost. Every output is written on every exit path.
+    Ctrl+C returns `interrupt_exit`: 0 for a live session (a normal way to stop), 130 for a file."""
     from streamer.model import load_model
     from streamer.sinks.stdout import STDOUT_FAILED_EXIT, StdoutFinals
 
@@ -165,6 +211,8 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     config = opts.session.config
     status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
+    # checked against the wav2vec2 20 ms frame before loading; now against this model's own frame
+    check_frame_grid(config.window.hop_ms, config.window.lookahead_ms, ctc.geometry.frame_s * 1000)
     stdout = None if opts.tui else StdoutFinals()
     sinks: list[Sink] = ([stdout] if stdout is not None else []) + open_outputs(opts) + ([desktop] if desktop else [])
     session = Session(ctc, source, SessionOptions(config, catch_up=catch_up), sinks=sinks,
@@ -180,6 +228,7 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     else:
         status(f"streamer: {ctc.description}; {header}")
     _on_sigterm(session.request_stop)
+    interrupted = False
     try:
         session.start()
         if ui is not None:
@@ -187,15 +236,19 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
         else:
             _wait(session, show_progress=session.source.mode == "fast" and sys.stderr.isatty())
     except KeyboardInterrupt:
-        pass  # stop below: the pending segment is flushed as a final and every output written
+        interrupted = True  # stop below: the pending segment is flushed as a final and every output written
     finally:
         session.stop()
     session.raise_errors()
     for line in session.warnings():
         stderr_line(f"streamer: {line}")
+    if interrupted and interrupt_exit:
+        stderr_line(f"streamer: interrupted after {session.processed_s:.1f} s of audio; the outputs hold the "
+                    "transcript up to there")
+        return interrupt_exit
     if stdout is not None and stdout.failed is not None:
         return STDOUT_FAILED_EXIT  # said when it happened; every other output is complete
-    return 0  # Ctrl+C / SIGTERM / SIGHUP are a normal way to stop: everything was flushed and written
+    return 0  # Ctrl+C / SIGTERM / SIGHUP stop a live session normally: everything was flushed and written
 
 
 def _wait(session: Session, show_progress: bool) -> None:
@@ -210,8 +263,10 @@ def _wait(session: Session, show_progress: bool) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    total = (session.source.total_samples or 0) / MODEL_SAMPLE_RATE
-    with Progress(TextColumn("transcribing"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+    samples = session.source.total_samples
+    total = None if samples is None else samples / MODEL_SAMPLE_RATE  # None: a stream of unknown length
+    counter = "{task.completed:.0f} s" if total is None else "{task.completed:.0f}/{task.total:.0f} s"
+    with Progress(TextColumn("transcribing"), BarColumn(), TextColumn(counter),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("replay", total=total)
         while not ended():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.audio.files import iter_blocks_16k, probe
+from streamer.audio.files import AudioInput, open_audio
 from streamer.audio.resample import StreamingResampler
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
@@ -95,20 +95,23 @@ class BlockReplay:
 
 
 class FileReplay(BlockReplay):
-    """Replays an audio file (any rate, resampled to 16 kHz as it is read) into the ring buffer."""
+    """Replays an audio input (a file, a FIFO, standard input; any rate, resampled to 16 kHz as it is read)
+    into the ring buffer. Pass an AudioInput opened by the caller (an input is read once), or a path."""
 
-    def __init__(self, path: str | Path, ring: RingBuffer, mode: str, stop: threading.Event,
+    def __init__(self, source: AudioInput | str | Path, ring: RingBuffer, mode: str, stop: threading.Event,
                  clock: Callable[[], float] = time.time) -> None:
-        self.info = probe(path)
+        self.input = source if isinstance(source, AudioInput) else open_audio(source)
+        self.info = self.input.info
         self.resampler = StreamingResampler(self.info.sample_rate, MODEL_SAMPLE_RATE)
-        super().__init__(iter_blocks_16k(self.info.path, resampler=self.resampler), ring, mode, stop, clock,
-                         name="file-replay")
+        super().__init__(self.input.iter_16k(self.resampler), ring, mode, stop, clock, name="file-replay")
 
     def nonfinite_samples(self) -> int:
         return self.resampler.nonfinite_samples
 
     @property
     def total_samples(self) -> int | None:
+        if self.info.frames is None:
+            return None  # a stream of unknown length
         return int(round(self.info.frames * MODEL_SAMPLE_RATE / self.info.sample_rate))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +35,31 @@ def positive_int(text: str) -> int:
     return v
 
 
+def finite_float(text: str) -> float:
+    """A float option: NaN and infinity are refused here (they would pass every range check)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def split_hotwords(values: list[str]) -> tuple[str, ...]:
+    """--hotwords "alpha,beta" and --hotwords alpha --hotwords beta both give two hotwords; an empty one
+    (--hotwords "", "a,,b") is a mistake."""
+    out: list[str] = []
+    for value in values:
+        for part in str(value).split(","):
+            word = " ".join(part.split())
+            if not word:
+                raise ConfigError(f"empty hotword in --hotwords {value!r}",
+                                  "separate hotwords with commas, e.g. --hotwords \"alpha,beta\"")
+            out.append(word)
+    return tuple(out)
+
+
 def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
     """Compute, window and VAD flags (not --model: the benchmark names its models differently)."""
     d_vad, d_win, d_model = VadConfig(), WindowConfig(), ModelConfig()
@@ -46,7 +72,8 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8 dynamic quantisation of the linear layers on CPU (default: on for models of "
                         f"{d_model.quantize_min_parameters // 1_000_000} M parameters or more, e.g. "
                         "wav2vec2-base; --quantize / --no-quantize force it)")
-    m.add_argument("--threads", type=positive_int, default=d_model.threads, help="torch CPU threads (0: torch default)")
+    m.add_argument("--threads", type=positive_int, default=d_model.threads,
+                   help="torch CPU threads, at most the CPUs this process may use (0: torch default)")
     m.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=d_model.reuse_features,
                    help="reuse conv features across overlapping windows where that is exact (layer-norm encoders)")
     m.add_argument("--reuse-group-norm", action=argparse.BooleanOptionalAction, default=d_model.reuse_group_norm,
@@ -57,7 +84,7 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"context before the hop (default {d_win.left_context_ms})")
     w.add_argument("--lookahead-ms", type=positive_int, default=d_win.lookahead_ms,
                    help=f"look-ahead after the hop, shown tentatively (default {d_win.lookahead_ms})")
-    w.add_argument("--final-pass-max-s", type=float, default=d_win.final_pass_max_s,
+    w.add_argument("--final-pass-max-s", type=finite_float, default=d_win.final_pass_max_s,
                    help="decode each utterance up to this long once more in one pass for its final "
                         f"(default {d_win.final_pass_max_s:g}; 0: finals are the stitched windows)")
     v = p.add_argument_group("voice activity detection")
@@ -65,12 +92,15 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
     v.add_argument("--vad-confirm", choices=("auto", "silero", "off"), default=d_vad.confirm,
                    help="confirm webrtcvad's speech frames with Silero VAD (rejects music and noise; auto: if installed)")
-    v.add_argument("--max-segment-s", type=float, default=d_vad.max_segment_s,
+    v.add_argument("--max-segment-s", type=finite_float, default=d_vad.max_segment_s,
                    help=f"finalise very long speech in pieces after this long (default {d_vad.max_segment_s:g})")
 
 
 def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
     """The Config of the flags that add_streaming_arguments defined, for the model named `model_name`."""
+    from streamer.model.runtime import check_threads
+
+    check_threads(args.threads)
     return Config(
         vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s,
                       confirm=args.vad_confirm),
@@ -82,17 +112,32 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
     ).validate()
 
 
-SUBCOMMANDS = "subcommands: streamer bench (latency / speed / fidelity benchmark, see streamer bench --help)"
+SUBCOMMANDS = ("subcommands: streamer bench (latency / speed / fidelity benchmark, see streamer bench --help);\n"
+               "             streamer serve (Wyoming and vosk WebSocket servers, see streamer serve --help)")
+
+EXIT_CODES = """exit codes:
+  0    done (a live session stopped with Ctrl+C, q, SIGTERM or SIGHUP included)
+  1    done in part: standard output failed, or the input file was truncated (transcribed as far
+       as it goes); every --output holds everything that was transcribed
+  2    bad input or configuration (nothing ran), or an --output / device failed during the run
+  130  a file run interrupted with Ctrl+C: the outputs hold everything up to then, but not the rest"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     from streamer.cli import settings
 
     p = Parser(prog="streamer", description="Live captions from the microphone (default) or an audio file, "
-               "with a wav2vec2 CTC model stitched exactly on its frame grid.", epilog=SUBCOMMANDS)
+               "with a wav2vec2 CTC model stitched exactly on its frame grid.", epilog=f"{SUBCOMMANDS}\n\n{EXIT_CODES}",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"streamer {__version__}")
     src = p.add_argument_group("input")
-    src.add_argument("--file", metavar="PATH", help="stream an audio file (WAV/FLAC/OGG, any rate/channels) instead of the microphone")
+    src.add_argument("--file", metavar="PATH", help="stream an audio file (WAV/FLAC/OGG, any rate/channels) instead of "
+                     "the microphone; '-' (standard input) or a FIFO is read once as it arrives: WAV, or raw PCM with --raw-rate")
+    src.add_argument("--raw-rate", type=positive_int, metavar="HZ",
+                     help="the --file input is headerless PCM at this sample rate: signed 16-bit little-endian "
+                          "(ffmpeg ... -f s16le -ar 16000 -ac 1 - | streamer --file - --raw-rate 16000)")
+    src.add_argument("--raw-channels", type=positive_int, default=1, metavar="N",
+                     help="interleaved channels of raw PCM input (default 1)")
     src.add_argument("--replay", choices=("fast", "realtime"), default=None,
                      help="file pacing: as fast as the pipeline goes, or paced like a microphone "
                           "(default: realtime with the TUI, fast with --no-tui)")
@@ -140,8 +185,9 @@ def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"beam width (default {DEFAULT_BEAM_WIDTH})")
     b.add_argument("--lm", metavar="FILE", help="KenLM language model (.arpa or .bin) for beam search")
     b.add_argument("--hotwords", action="append", default=[], metavar="PHRASE",
-                   help="a word or phrase beam search should prefer (repeatable; the command phrases are added)")
-    b.add_argument("--hotword-weight", type=float, default=DEFAULT_HOTWORD_WEIGHT,
+                   help="words or phrases beam search should prefer, separated by commas (repeatable; the command "
+                        "phrases are added)")
+    b.add_argument("--hotword-weight", type=finite_float, default=DEFAULT_HOTWORD_WEIGHT,
                    help=f"how strongly hotwords are preferred (default {DEFAULT_HOTWORD_WEIGHT:g})")
 
 
@@ -156,8 +202,9 @@ def desktop_options(args: argparse.Namespace) -> DesktopOptions:
 def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptions:
     return RunOptions(
         session=SessionOptions(config), file=args.file, replay=args.replay, offline=args.offline,
+        raw_rate=args.raw_rate, raw_channels=args.raw_channels,
         input_device=args.input_device, tui=tui,
         outputs=OutputOptions(tuple(args.output), args.overwrite),
-        decoder=DecoderOptions(args.decoder, args.beam_width, args.lm, tuple(args.hotwords), args.hotword_weight),
+        decoder=DecoderOptions(args.decoder, args.beam_width, args.lm, split_hotwords(args.hotwords), args.hotword_weight),
         desktop=desktop_options(args),
     )

@@ -70,6 +70,10 @@ def _dispatch(parser, loaded) -> int:
         return print_devices()
     if args.offline and not args.file:
         raise ConfigError("--offline needs --file PATH", "give the audio file to decode")
+    if args.raw_rate is not None and not args.file:
+        raise ConfigError("--raw-rate needs --file PATH (or --file - for standard input)", "give the raw PCM input")
+    if args.raw_channels < 1:
+        raise ConfigError(f"--raw-channels must be at least 1, not {args.raw_channels}")
     opts = run_options(args, config, tui=not args.no_tui and sys.stdout.isatty())
     from streamer.app import run
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 
 from streamer.errors import ConfigError
 
@@ -19,6 +20,34 @@ DEMO_MODEL_NAME = "demo"
 #: leaves the runtime's default, which spins): PASSIVE threads sleep between parallel regions, so they do
 #: not fight another busy process for a core (a little slower on an idle machine; BENCHMARKS.md, threads).
 OMP_WAIT_POLICY = "PASSIVE"
+
+#: The frame stride of wav2vec2-family models (320 samples at 16 kHz). Window lengths are checked against it
+#: before a model loads, and against the loaded model's own frame (FrameGeometry) once it has.
+FRAME_MS = 20
+
+
+def check_finite(obj: object, infinite_ok: tuple[str, ...] = ()) -> None:
+    """Every float field of a config dataclass is a number: NaN and infinity pass every `<` check silently.
+    Fields named in `infinite_ok` may be +infinity ("no limit")."""
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if value == math.inf and f.name in infinite_ok:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name.replace('_', '-')} must be a finite number, not {value}", "give a number")
+
+
+def check_frame_grid(hop_ms: int, lookahead_ms: int, frame_ms: float = FRAME_MS) -> None:
+    """The hop (what each step commits) and the look-ahead (the tentative tail) must be whole frames of the
+    model, or they would silently become another length (--hop-ms 7 ran as 20): one line naming the option
+    and the nearest valid values. The left context is only context: it is rounded to whole frames."""
+    for option, value in (("--hop-ms", hop_ms), ("--lookahead-ms", lookahead_ms)):
+        frames = value / frame_ms
+        if abs(frames - round(frames)) > 1e-6:
+            below, above = math.floor(frames) * frame_ms, math.ceil(frames) * frame_ms
+            nearest = f"{above:g}" if below <= 0 and option == "--hop-ms" else f"{below:g} or {above:g}"
+            raise ConfigError(f"{option} {value} is not a multiple of the model's {frame_ms:g} ms frame",
+                              f"use {nearest}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,7 @@ class VadConfig:
     confirm_threshold: float = 0.5
 
     def validate(self) -> None:
+        check_finite(self)
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ConfigError(f"VAD aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness}")
         if self.frame_ms not in (10, 20, 30):
@@ -88,6 +118,7 @@ class WindowConfig:
     final_pass_max_s: float = 20.0
 
     def validate(self) -> None:
+        check_finite(self)
         if self.final_pass_max_s < 0:
             raise ConfigError(f"final pass length must not be negative, not {self.final_pass_max_s} s")
         if self.hop_ms <= 0:
@@ -96,6 +127,7 @@ class WindowConfig:
             raise ConfigError("left context and look-ahead must not be negative")
         if self.max_catch_up_hops < 1:
             raise ConfigError("max_catch_up_hops must be at least 1")
+        check_frame_grid(self.hop_ms, self.lookahead_ms)
 
 
 @dataclass(frozen=True)
@@ -134,6 +166,7 @@ class ModelConfig:
     norm_tolerance: float = 0.1
 
     def validate(self) -> None:
+        check_finite(self, infinite_ok=("norm_tolerance",))  # inf: never recompute (tests, studies)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.threads < 0:
@@ -156,6 +189,7 @@ class BufferConfig:
     capture_queue_blocks: int = 200
 
     def validate(self) -> None:
+        check_finite(self)
         if self.ring_capacity_s < 5.0:
             raise ConfigError(f"ring buffer must hold at least 5 s, not {self.ring_capacity_s}")
         if self.capture_queue_blocks < 1:

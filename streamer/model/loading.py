@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from streamer.core.config import DEMO_MODEL_NAME, ModelConfig
 from streamer.errors import ModelLoadError, NoCTCHeadError
 from streamer.model.inference import CTCModel
+from streamer.model.runtime import check_threads
 
 #: Seconds to wait for the hub's address before calling it unreachable (instead of transformers' retries).
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -162,6 +163,7 @@ def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
     if isinstance(config, str):
         config = ModelConfig(name=config)
     config.validate()
+    check_threads(config.threads)
     device = pick_device(config.device)
     source = resolve_source(config.name)
     import transformers
@@ -185,13 +187,18 @@ def _load_processor(target: str, where: str):
     """The checkpoint's config (a wav2vec2-style CTC model?) and its processor (tokenizer + features)."""
     from transformers import AutoConfig, AutoProcessor
 
+    config_file = Path(target) / "config.json"
     try:
         hf_config = AutoConfig.from_pretrained(target)
     except OSError as exc:
-        raise ModelLoadError(f"cannot load model {where!r}: {str(exc).splitlines()[0]}",
+        raise ModelLoadError(f"cannot load model {where!r}: {_first_line(exc)}",
                              "check the hub id or folder, or use --model demo") from exc
     except ValueError as exc:
-        raise ModelLoadError(f"{where} is not a model transformers can load: {str(exc).splitlines()[0]}") from exc
+        raise ModelLoadError(f"{where} is not a model transformers can load: {_first_line(exc)}") from exc
+    except Exception as exc:  # a value of the wrong type (StrictDataclassFieldValidationError), bad JSON ...
+        why = _last_line(exc).removeprefix("TypeError: ").removeprefix("ValueError: ").split(". Errors:")[0]
+        raise ModelLoadError(f"{config_file} is not a valid model config: {why}",
+                             "fix that value, or download / save the model again") from exc
     _check_ctc_head(hf_config, where)
     if getattr(hf_config, "conv_stride", None) is None:
         raise ModelLoadError(f"{where} is a {hf_config.model_type} model, not a wav2vec2-style CTC model",
@@ -204,7 +211,32 @@ def _load_processor(target: str, where: str):
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "feature_extractor"):
         raise ModelLoadError(f"{where} has no CTC tokenizer and feature extractor",
                              "use a fine-tuned CTC checkpoint that ships vocab.json and preprocessor_config.json")
+    special = set(getattr(processor.tokenizer, "all_special_tokens", ()))
+    if not [t for t in processor.tokenizer.get_vocab() if t not in special]:
+        raise ModelLoadError(f"the vocabulary of {where} ({Path(target) / 'vocab.json'}) has no tokens besides "
+                             "the special ones, so nothing could ever be transcribed",
+                             "use the vocab.json the model was trained with")
     return processor
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _last_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1].strip() if text else type(exc).__name__
+
+
+def _weights_file(target: str) -> Path:
+    """The weights file from_pretrained reads (safetensors first, as transformers does), for messages."""
+    folder = Path(target)
+    for pattern in ("model.safetensors", "*.safetensors", "pytorch_model.bin", "*.bin"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return folder
 
 
 def _load_weights(target: str, where: str, processor):
@@ -220,6 +252,22 @@ def _load_weights(target: str, where: str, processor):
             raise NoCTCHeadError(f"{where} has only Flax weights and no PyTorch CTC model",
                                  "use a fine-tuned PyTorch CTC checkpoint, or --model demo") from exc
         raise ModelLoadError(f"cannot load the weights of {where}: {first}") from exc
+    except MemoryError as exc:
+        raise ModelLoadError(f"not enough memory to load {where}", "close other programs or use a smaller model") from exc
+    except Exception as exc:  # a damaged safetensors file, a refused pickle, a config the weights do not fit
+        weights = _weights_file(target)
+        text = str(exc)
+        if "weights only load failed" in text.lower() or "weights_only" in text:
+            raise ModelLoadError(
+                f"{weights} is a pickle checkpoint holding more than tensors, which torch refuses to load "
+                "(weights_only: loading it could run code)",
+                "convert it to safetensors where you trust it (save_pretrained(..., safe_serialization=True)), "
+                "or use a safetensors checkpoint") from exc
+        if type(exc).__name__ == "SafetensorError" or weights.suffix == ".safetensors" and "header" in text.lower():
+            raise ModelLoadError(f"{weights} is damaged or incomplete ({_first_line(exc)})",
+                                 "download or save the model again") from exc
+        raise ModelLoadError(f"cannot load the weights of {where} from {weights.name}: {_first_line(exc)}",
+                             "check that the weights match config.json, or download / save the model again") from exc
     missing = [k for k in info.get("missing_keys", []) if "lm_head" in k]
     if missing:
         raise NoCTCHeadError(f"{where} has no CTC head (its weights lack lm_head)",

@@ -42,6 +42,7 @@ class _TextFileSink:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
             # Unbuffered bytes: nothing is held back in a buffer, so a failed write leaves nothing to fail
             # again at close(), and the end of the last complete record is always known (`_good`).
             self._f: BinaryIO = open(path, "wb", buffering=0)
@@ -135,19 +136,71 @@ class JsonlSink(_TextFileSink):
 SINKS = {".txt": TxtSink, ".srt": SrtSink, ".vtt": VttSink, ".jsonl": JsonlSink}
 
 
+#: Permissions of a new transcript file: readable by the user only (transcripts are private). An existing
+#: file keeps its own.
+NEW_FILE_MODE = 0o600
+
+
+def _create_private(path: Path) -> None:
+    """Create `path` with NEW_FILE_MODE if it does not exist yet (the open that follows truncates and writes
+    it); an existing file, or the target of a link, keeps its mode."""
+    if path.exists():
+        return
+    # O_EXCL refuses to follow a link; a dangling link gets here only with --overwrite, which follows it
+    flags = os.O_WRONLY | os.O_CREAT | (0 if path.is_symlink() else os.O_EXCL)
+    os.close(os.open(path, flags, NEW_FILE_MODE))
+
+
 def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse, before anything runs, an unknown type, a folder, or a non-empty file that would be replaced
-    (a previous transcript is not lost by rerunning a command unless --overwrite says so)."""
+    """Refuse, before anything runs (before the model loads): an unknown type, a folder, a non-empty file that
+    would be replaced (a previous transcript is not lost by rerunning a command unless --overwrite says so),
+    a symbolic link to nowhere (writing would create a file wherever it points: a trap in shared folders;
+    --overwrite follows it), and a path that cannot be written (an existing file is opened for appending,
+    which changes nothing; for a new one, the nearest existing folder above it must be writable)."""
     p = Path(path)
     if p.suffix.lower() not in SINKS:
         raise ConfigError(f"unknown output type {p.suffix or '(none)'!r} for {p}",
                           f"use one of {', '.join(OUTPUT_EXTENSIONS)}")
     if p.is_dir():
         raise ConfigError(f"output path {p} is a folder", "give a file name")
+    if p.is_symlink() and not p.exists() and not overwrite:
+        raise ConfigError(f"output path {p} is a symbolic link to {os.readlink(p)}, which does not exist",
+                          "remove the link or choose another path, or pass --overwrite to write where it points")
     if not overwrite and p.is_file() and p.stat().st_size > 0:
         raise ConfigError(f"output file {p} already exists ({p.stat().st_size} bytes)",
                           "choose another path, or pass --overwrite to replace it")
+    _check_writable(p)
     return p
+
+
+def _check_writable(p: Path) -> None:
+    if p.exists():
+        try:
+            if p.is_file():
+                with open(p, "ab"):  # append: the file is not changed
+                    pass
+            elif not os.access(p, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        except OSError as exc:
+            raise ConfigError(f"cannot write output file {p}: {exc.strerror or exc}",
+                              "choose a writable path, or change the file's permissions") from exc
+        return
+    folder = p.absolute().parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write output file {p}: {folder} is not a folder", "choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(folder) else "permission denied"
+        raise ConfigError(f"cannot write output file {p}: the folder {folder} is not writable ({why})",
+                          "choose a writable path")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def open_output(path: str | Path, overwrite: bool = False):

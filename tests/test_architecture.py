@@ -5,7 +5,9 @@ docstrings and README's "How it works":
 - streamer.core is pure: nothing from streamer.{model,audio,app,cli,sinks,ui,bench}, and never torch,
   transformers, threading or sounddevice (not even lazily);
 - streamer.audio and streamer.model never import streamer.{app,cli,ui,bench};
-- streamer.app never imports streamer.cli or streamer.bench;
+- streamer.app never imports streamer.cli, streamer.bench or streamer.server;
+- streamer.server (a layer beside cli) imports app, audio, model, core and sinks, never cli, bench or ui, and
+  only streamer.cli imports it;
 - only streamer.cli and streamer/__main__.py import streamer.cli, except that streamer.bench may import
   streamer.cli.args (the streaming flags both command lines share);
 - the packages import each other at module level without cycles.
@@ -23,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "streamer"
-LAYERED = ("core", "model", "audio", "app", "cli", "sinks", "ui", "bench")
+LAYERED = ("core", "model", "audio", "app", "cli", "sinks", "ui", "bench", "server")
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,21 @@ def test_core_is_pure():
 
 @pytest.mark.parametrize("package", ["streamer.audio", "streamer.model"])
 def test_audio_and_model_sit_below_the_application(package):
-    above = ("streamer.app", "streamer.cli", "streamer.ui", "streamer.bench")
+    above = ("streamer.app", "streamer.cli", "streamer.ui", "streamer.bench", "streamer.server")
     bad = violations(package, lambda t: any(within(t, p) for p in above))
     assert bad == [], "\n".join(bad)
 
 
 def test_app_does_not_import_the_command_lines():
-    bad = violations("streamer.app", lambda t: within(t, "streamer.cli") or within(t, "streamer.bench"))
+    bad = violations("streamer.app", lambda t: any(within(t, p) for p in ("streamer.cli", "streamer.bench", "streamer.server")))
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_server_sits_beside_the_command_line():
+    bad = violations("streamer.server", lambda t: any(within(t, p) for p in ("streamer.cli", "streamer.bench", "streamer.ui")))
+    bad += [f"{i.importer}:{i.line} imports {i.target}" for i in ALL_IMPORTS
+            if within(i.target, "streamer.server") and not (within(i.importer, "streamer.cli")
+                                                             or within(i.importer, "streamer.server"))]
     assert bad == [], "\n".join(bad)
 
 

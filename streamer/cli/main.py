@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             from streamer.bench import main as bench_main
 
             return bench_main(argv[1:])
+        if argv[:1] == ["serve"]:
+            from streamer.cli.serve import main as serve_main
+
+            return serve_main(argv[1:])
         from streamer.cli import settings
         from streamer.cli.args import build_parser
 

@@ -4,7 +4,9 @@ Feature reuse across overlapping windows is in streamer.model.reuse."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -18,10 +20,48 @@ from streamer.model.reuse import NORM_EPS, FeatureReuse, NormStats, ReuseCounter
 WARMUP_S = 2.0
 
 
+class FairLock:
+    """A lock granted in the order it was asked for (threading.Lock is not: a thread that releases and asks
+    again at once can win over threads that waited). Several streams' workers take turns on one model through
+    it, so a stream sending audio faster than real time cannot starve the others. Not re-entrant."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._held = False
+
+    def acquire(self) -> None:
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            try:
+                while self._held or self._queue[0] is not me:
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: give up the place in the queue
+                self._queue.remove(me)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class CTCModel:
     """A loaded CTC model: frames of logits for windows of 16 kHz audio. Satisfies the core's FrameModel.
-    One thread at a time may call `logits` (feature reuse keeps per-utterance state); several Sessions share
-    one CTCModel through one worker, or take turns."""
+    `logits` keeps per-utterance feature-reuse state, so one CTCModel serves one stream; several streams
+    share the weights through `view()` (each its own reuse state; model calls one at a time, in turn, under
+    `lock`)."""
 
     def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool,
                  config: ModelConfig | None = None, parameters: int | None = None) -> None:
@@ -48,6 +88,13 @@ class CTCModel:
         self._torch = torch
         self.config = config or ModelConfig(name=name)
         self.reuse = FeatureReuse(self)
+        #: Held for every model call of this model and its views (the network and the reusing encoder's
+        #: hand-off are shared); where a cross-stream batching scheduler would take the windows of all streams.
+        self.lock = FairLock()
+
+    def view(self) -> ModelView:
+        """A FrameModel for one more stream over these weights: its own feature-reuse state, this lock."""
+        return ModelView(self)
 
     @property
     def description(self) -> str:
@@ -90,13 +137,18 @@ class CTCModel:
         """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio starting at absolute sample
         `start_sample` (a multiple of the stride). Windows of one utterance overlap; with a start sample,
         conv features of the previous window are reused where that is allowed (streamer.model.reuse)."""
+        with self.lock:
+            return self.logits_with(self.reuse, audio, start_sample)
+
+    def logits_with(self, reuse: FeatureReuse, audio: np.ndarray, start_sample: int | None) -> np.ndarray:
+        """`logits` with one stream's reuse state; the caller holds `lock`."""
         audio = np.asarray(audio, dtype=np.float32)
-        if self.reuse.mode == "off" or start_sample is None:
-            self.reuse.last_stats = None
+        if reuse.mode == "off" or start_sample is None:
+            reuse.last_stats = None
             out = self.forward(self.normalize(audio))
-            self.reuse.plain_pass_done()
+            reuse.plain_pass_done()
             return out
-        return self.reuse.logits(audio, start_sample)
+        return reuse.logits(audio, start_sample)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """One forward pass over already-normalised audio: logits [frames, vocab] as float32."""
@@ -116,3 +168,33 @@ class CTCModel:
         rng = np.random.default_rng(0)
         self.logits(rng.normal(0, 0.01, int(WARMUP_S * self.sample_rate)).astype(np.float32))
         return time.perf_counter() - t0
+
+
+class ModelView:
+    """One stream's handle on a shared CTCModel (a core FrameModel): the same weights, frame grid and
+    vocabulary, its own feature-reuse state (`FeatureReuse.fork`), every call under the model's lock. A
+    streaming server gives each connection one, so streams never see each other's cached features."""
+
+    def __init__(self, ctc: CTCModel) -> None:
+        self.ctc = ctc
+        self.name = ctc.name
+        self.geometry = ctc.geometry
+        self.vocabulary = ctc.vocabulary
+        self.sample_rate = ctc.sample_rate
+        self.reuse = ctc.reuse.fork()
+
+    @property
+    def description(self) -> str:
+        return self.ctc.description
+
+    @property
+    def counters(self) -> ReuseCounters:
+        return self.reuse.counters
+
+    def reset(self) -> None:
+        """Forget this stream's cached features (the next window starts a new utterance)."""
+        self.reuse.reset()
+
+    def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
+        with self.ctc.lock:
+            return self.ctc.logits_with(self.reuse, audio, start_sample)

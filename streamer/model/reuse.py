@@ -17,6 +17,7 @@ trained group-norm checkpoint; it stays out of the shipped path until it has bee
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +183,16 @@ class FeatureReuse:
 
     def reset(self) -> None:
         self._utterance = None
+
+    def fork(self) -> FeatureReuse:
+        """Another stream's reuse state over the same installed encoder: its own utterance cache, statistics
+        and counters (the cache is keyed by sample positions that start at 0 in every stream, so two streams
+        must never share it). Only one stream at a time may compute (CTCModel's lock)."""
+        other = copy.copy(self)
+        other.counters = ReuseCounters()
+        other.last_stats = None
+        other._utterance = None
+        return other
 
     def plain_pass_done(self) -> None:
         """A forward pass without reuse ran through the wrapped encoder: its output is not a cache."""

@@ -14,7 +14,7 @@ import pytest
 from streamer.app.worker import Worker
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
-from streamer.core.events import Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
+from streamer.core.events import Event, FinalEvent, LevelEvent, NoticeEvent, PartialEvent, StatsEvent, VadEvent
 from streamer.errors import SinkError
 
 from helpers import direct_finals, energy_recognizer, speech_like, utterances, wait_for
@@ -171,7 +171,9 @@ def test_stats_get_lag_drops_and_overflows_filled_in():
     assert ring.dropped_samples == SR // 2
     ring.read(SR // 4)  # leaves three quarters of a second unread
     worker.publish([StatsEvent(1.0, 2.0, rtf=0.1, step_compute_ms=5.0, lag_s=0.0, dropped_samples=0)])
-    (stats,) = rec.events
+    (stats,) = rec.of(StatsEvent)
+    (notice,) = rec.of(NoticeEvent)  # the drops are told as they happen, not only at exit
+    assert notice.kind == "dropped" and "0.5 s of audio dropped" in notice.message
     assert stats.lag_s == pytest.approx(0.75)
     assert stats.dropped_samples == SR // 2 + 7 and stats.input_overflows == 3
     assert (stats.rtf, stats.step_compute_ms, stats.audio_time_s) == (0.1, 5.0, 1.0)  # the rest is kept

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from streamer.app.options import DecoderOptions, RunOptions
 from streamer.app.session import Session, SessionOptions
+from streamer.app.worker import notice_printer
 from streamer.audio.source import SourceFactory
 from streamer.core.config import MODEL_SAMPLE_RATE, check_frame_grid
 from streamer.core.events import FinalEvent
@@ -227,6 +228,7 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
             desktop.notify = ui.notify
     else:
         status(f"streamer: {ctc.description}; {header}")
+        session.add_handler(notice_printer(stderr_line))  # stalls, device gaps, drops: told as they happen
     _on_sigterm(session.request_stop)
     interrupted = False
     try:

@@ -170,6 +170,11 @@ class Session:
         if dropped:
             lines.append(f"warning: {dropped} samples ({dropped / MODEL_SAMPLE_RATE:.2f} s) of audio were dropped "
                          "because processing fell behind")
+        gaps = self.ring.gaps
+        if gaps:
+            missing = self.ring.gap_samples / MODEL_SAMPLE_RATE
+            lines.append(f"warning: {len(gaps)} gap{'s' if len(gaps) > 1 else ''} in the input ({missing:.2f} s of audio "
+                         "missing: the process was stalled, or the device paused or was switched)")
         overflows = self.source.input_overflows()
         if overflows:
             lines.append(f"warning: the audio device reported {overflows} input overflows (audio lost before it "

@@ -4,7 +4,15 @@ Threads and who owns what:
 - the source's thread (capture, file replay) writes 16 kHz audio into the ring buffer, nothing else;
 - the worker thread (`Worker`) is the only reader of the ring buffer and the only owner of the Recognizer;
   it calls the event handlers (sinks, UI state) in order;
+- the worker's stats ticker (`Worker._tick`) publishes a StatsEvent every STATS_INTERVAL_S of wall time when
+  the worker has not (a long model step, a starved CPU), so lag, drops and gaps show as they happen; the
+  handlers are called under one lock, never from two threads at once;
 - the main thread starts and stops it through the Session.
+
+Overload policy: finals stay complete. While the worker is behind real time the recognizer commits several
+hops per window (fewer partials: counted as `skipped_partials`); audio is lost only when the ring buffer
+overflows (counted as `dropped_samples`, a "dropped" NoticeEvent at most every DROP_NOTICE_INTERVAL_S).
+Audio that never arrived (a stall, a device interruption: `RingBuffer.record_gap`) gives a "gap" NoticeEvent.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import numpy as np
 
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
-from streamer.core.events import AudioChunk, Event, LevelEvent, StatsEvent
+from streamer.core.events import AudioChunk, Event, LevelEvent, NoticeEvent, StatsEvent
 from streamer.core.recognizer import Recognizer
 from streamer.errors import StreamerError
 
@@ -32,6 +40,8 @@ METER_INTERVAL_S = 0.05
 STATS_INTERVAL_S = 0.5
 #: Worker wake-up when no audio arrives, so a stop request is noticed.
 READ_TIMEOUT_S = 0.1
+#: At most one "audio dropped" notice this often (the counter on every StatsEvent stays exact).
+DROP_NOTICE_INTERVAL_S = 5.0
 
 
 def dbfs(x: np.ndarray) -> tuple[float, float]:
@@ -68,38 +78,86 @@ class Worker:
         self.sink_errors: list[StreamerError] = []
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline-worker", daemon=True)
+        self._ticker = threading.Thread(target=self._tick, name="pipeline-stats", daemon=True)
+        self._publish_lock = threading.RLock()
         self._last_meter = float("-inf")
         self._last_stats = float("-inf")
+        self._core_stats = recognizer.stats()  # the latest, taken on the worker thread
+        self._in_feed = 0  # samples of the chunk the recognizer is working on
+        self._gaps_told = 0
+        self._drops_told = 0
+        self._last_drop_notice = float("-inf")
 
     def add_handler(self, handler: EventHandler) -> None:
         self.handlers.append(handler)
 
     def start(self) -> None:
         self._thread.start()
+        self._ticker.start()
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def publish(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if isinstance(event, StatsEvent):
-                event = self._complete_stats(event)
-            for handler in list(self.handlers):
-                try:
-                    handler(event)
-                except StreamerError as exc:
-                    log.debug("output failed, removed", exc_info=True)
-                    self.sink_errors.append(exc)
-                    self.handlers.remove(handler)
+        with self._publish_lock:
+            for event in events:
+                notices: list[Event] = []
+                if isinstance(event, StatsEvent):
+                    event = self._complete_stats(event)
+                    self._last_stats = self.clock()
+                    notices = self._notices(event)
+                for e in [event, *notices]:
+                    self._dispatch(e)
+
+    def _dispatch(self, event: Event) -> None:
+        for handler in list(self.handlers):
+            try:
+                handler(event)
+            except StreamerError as exc:
+                log.debug("output failed, removed", exc_info=True)
+                self.sink_errors.append(exc)
+                self.handlers.remove(handler)
 
     def dropped_samples(self) -> int:
         """Audio lost in the ring (the worker fell behind) and in the source (its queue was full)."""
         return self.ring.dropped_samples + self.source_dropped()
 
     def _complete_stats(self, event: StatsEvent) -> StatsEvent:
-        return replace(event, lag_s=self.ring.unread() / MODEL_SAMPLE_RATE, dropped_samples=self.dropped_samples(),
-                       input_overflows=self.input_overflows(), nonfinite_samples=self.nonfinite_samples())
+        lag = (self.ring.unread() + self._in_feed) / MODEL_SAMPLE_RATE
+        return replace(event, lag_s=lag, dropped_samples=self.dropped_samples(),
+                       input_overflows=self.input_overflows(), nonfinite_samples=self.nonfinite_samples(),
+                       gap_samples=self.ring.gap_samples, gaps=len(self.ring.gaps))
+
+    def _notices(self, stats: StatsEvent) -> list[Event]:
+        """What the user is told as it happens: each new gap, and audio dropped (rate-limited)."""
+        out: list[Event] = []
+        gaps = self.ring.gaps
+        for gap in gaps[self._gaps_told:]:
+            out.append(NoticeEvent(stats.audio_time_s, stats.wall_time_s, "gap", gap.reason))
+        self._gaps_told = len(gaps)
+        now = self.clock()
+        if stats.dropped_samples > self._drops_told and now - self._last_drop_notice >= DROP_NOTICE_INTERVAL_S:
+            out.append(NoticeEvent(stats.audio_time_s, stats.wall_time_s, "dropped",
+                                   f"processing fell behind: {stats.dropped_samples / MODEL_SAMPLE_RATE:.1f} s of "
+                                   f"audio dropped so far ({stats.lag_s:.1f} s waiting, {stats.skipped_partials} "
+                                   "partials skipped); finals go on"))
+            self._drops_told = stats.dropped_samples
+            self._last_drop_notice = now
+        return out
+
+    def _tick(self) -> None:
+        """Stats on a wall-clock interval while the worker is busy in a long step (or has no audio)."""
+        while not self.finished.wait(STATS_INTERVAL_S):
+            with self._publish_lock:
+                if self.finished.is_set():
+                    break
+                if self.clock() - self._last_stats >= STATS_INTERVAL_S:
+                    try:
+                        self.publish([replace(self._core_stats, wall_time_s=self.clock())])
+                    except BaseException:  # a handler bug: the worker thread meets it too and keeps it
+                        log.debug("stats ticker failed", exc_info=True)
+                        return
 
     def _run(self) -> None:
         try:
@@ -109,11 +167,13 @@ class Worker:
                     if self.paused.is_set():
                         chunk = AudioChunk(chunk.start_sample, np.zeros_like(chunk.samples), chunk.sample_rate)
                     self._meter(chunk)
-                    self.publish(self.recognizer.feed(chunk))
-                    now = self.clock()
-                    if now - self._last_stats >= STATS_INTERVAL_S:
-                        self._last_stats = now
-                        self.publish([self.recognizer.stats()])
+                    self._in_feed = len(chunk.samples)
+                    events = self.recognizer.feed(chunk)
+                    self._core_stats = self.recognizer.stats()
+                    self._in_feed = 0
+                    self.publish(events)
+                    if self.clock() - self._last_stats >= STATS_INTERVAL_S:
+                        self.publish([self._core_stats])
                 elif self.ring.closed and not self.ring.unread():
                     break  # every source closes the ring when it stops: all captured audio was processed
             self.publish(self.recognizer.finish())
@@ -121,7 +181,8 @@ class Worker:
             self.error = exc
             log.debug("worker failed", exc_info=True)
         finally:
-            self.finished.set()
+            with self._publish_lock:  # the ticker publishes nothing after the last events
+                self.finished.set()
 
     def _meter(self, chunk: AudioChunk) -> None:
         now = self.clock()
@@ -130,3 +191,12 @@ class Worker:
         self._last_meter = now
         rms, peak = dbfs(chunk.samples)
         self.publish([LevelEvent(chunk.end_sample / MODEL_SAMPLE_RATE, now, rms, peak)])
+
+
+def notice_printer(write: Callable[[str], None]) -> EventHandler:
+    """A handler that passes each NoticeEvent on as one "streamer: warning: ..." line (the plain-output mode
+    prints them to stderr; the caption screen shows them itself)."""
+    def handle(event: Event) -> None:
+        if isinstance(event, NoticeEvent):
+            write(f"streamer: warning: {event.message}")
+    return handle

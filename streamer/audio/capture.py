@@ -9,8 +9,18 @@ Threads and who owns what:
   ring when capture ends, so the worker drains what is left and finishes.
 - the main thread: `start()` / `close()`.
 
-Device loss (PortAudio ends the stream on its own, or stops delivering blocks) sets `Capture.error` to an
-AudioDeviceError and closes the ring: the worker finishes the pending segment and every output is written.
+Gaps and stalls. The callback stamps each block with its arrival time; the capture thread compares the
+audio delivered with the wall-clock time that passed (`GapMeter`) and records what never came in the ring
+(`RingBuffer.record_gap`, `gap_samples`), apart from the audio dropped from full buffers. Two causes, one
+count: the process itself was stopped or starved (SIGSTOP / SIGCONT, a suspended laptop: the capture thread
+notices that it did not run for a while) or the device paused (PulseAudio moving the stream to another source
+when the microphone goes away: ~2 s of nothing, then audio from the new source). Either way the gap is
+counted and reported, and listening goes on.
+
+Device loss (PortAudio ends the stream on its own, or a device that delivers nothing for STALL_TIMEOUT_S of
+the capture thread's own running time, so a stall of the whole process is never taken for it) sets
+`Capture.error` to an AudioDeviceError and closes the ring: the worker finishes the pending segment and every
+output is written.
 """
 
 from __future__ import annotations
@@ -37,8 +47,68 @@ log = logging.getLogger(__name__)
 #: The capture thread wakes this often to notice close() and a stalled device.
 QUEUE_POLL_S = 0.1
 #: A device that delivers nothing for this long (after it started delivering, or after start) is lost.
-#: PulseAudio's null sink can take ~2 s to deliver the first block after the server starts.
+#: PulseAudio's null sink can take ~2 s to deliver the first block after the server starts. Counted in the
+#: capture thread's own running time: a wake-up later than MAX_COUNTED_WAIT_S counts as that much only.
 STALL_TIMEOUT_S = 8.0
+MAX_COUNTED_WAIT_S = 0.5
+#: The capture thread did not run for this long: the process was stopped, suspended or starved (a stall).
+PROCESS_STALL_S = 1.0
+#: GapMeter: audio delivered is compared with the time that passed over ticks this long (the least deficit
+#: in a tick, so the jitter of block arrivals does not count) ...
+GAP_TICK_S = 1.0
+#: ... and a deficit grown by more than this since the last tick is a gap ...
+GAP_MIN_S = 0.25
+#: ... while slower growth is the device's clock running slow against ours (tracked up to this rate).
+CLOCK_DRIFT_MAX = 0.001
+
+
+def stall_clock() -> float:
+    """Seconds on a clock that goes on while the system is suspended (CLOCK_BOOTTIME on Linux), so a
+    suspended laptop shows as a gap; the monotonic clock elsewhere."""
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    return time.monotonic()
+
+
+class GapMeter:
+    """Audio a device did not deliver, from block arrival times: the deficit (frames that real time says
+    should have arrived since the first block, less the frames that did) stays level while audio flows and
+    grows by the length of every gap. Pure: fed (arrival time, frames delivered in all)."""
+
+    def __init__(self, rate: int, tick_s: float = GAP_TICK_S, min_gap_s: float = GAP_MIN_S,
+                 drift: float = CLOCK_DRIFT_MAX) -> None:
+        self.rate = rate
+        self.tick_s = tick_s
+        self.min_gap = min_gap_s * rate
+        self.drift = drift
+        self.gap_frames = 0
+        self._t0: float | None = None
+        self._frames0 = 0
+        self._base = 0.0  # the deficit when audio last flowed normally
+        self._tick_start = 0.0
+        self._tick_min = float("inf")
+
+    def arrived(self, t: float, frames_total: int) -> int:
+        """A block arrived at `t`, with `frames_total` delivered so far (itself included). Returns the frames
+        of a gap found now (0 almost always)."""
+        if self._t0 is None:
+            self._t0, self._frames0, self._tick_start = t, frames_total, t
+            return 0
+        deficit = (t - self._t0) * self.rate - (frames_total - self._frames0)
+        self._tick_min = min(self._tick_min, deficit)
+        if t - self._tick_start < self.tick_s:
+            return 0
+        found, level = 0, self._tick_min
+        if level < self._base:  # the device runs fast against our clock (or delivered a backlog)
+            self._base = level
+        elif level - self._base > self.min_gap:
+            found = int(round(level - self._base))
+            self.gap_frames += found
+            self._base = level
+        else:  # slow drift of the device clock
+            self._base += min(level - self._base, self.drift * (t - self._tick_start) * self.rate)
+        self._tick_start, self._tick_min = t, float("inf")
+        return found
 #: close() waits this long for the capture thread to move the last blocks into the ring.
 CLOSE_TIMEOUT_S = 2.0
 
@@ -120,7 +190,9 @@ class Capture:
         self.on_ready = on_ready
         self.stall_timeout_s = stall_timeout_s
         self.error: AudioDeviceError | None = None
-        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=(buffer or BufferConfig()).capture_queue_blocks)
+        # (arrival time, frames dropped before it, block)
+        self._queue: queue.Queue[tuple[float, int, np.ndarray]] = queue.Queue(
+            maxsize=(buffer or BufferConfig()).capture_queue_blocks)
         self._resampler = StreamingResampler(settings.sample_rate_hz, MODEL_SAMPLE_RATE)
         self._stream: Any = None  # a sounddevice.InputStream while open (sounddevice is imported when used)
         self._stream_lock = threading.Lock()
@@ -132,6 +204,11 @@ class Capture:
         self._dropped_frames = 0
         self._overflows = 0
         self.frames_captured = 0  # capture thread only
+        self.clock = stall_clock
+        self.gap_meter = GapMeter(settings.sample_rate_hz)
+        self.stalls = 0  # times the capture thread did not run for PROCESS_STALL_S or more
+        self._stall_s = 0.0  # the latest stall, not yet reported (with the gap it caused)
+        self._stall_at: float | None = None
 
     @property
     def total_samples(self) -> int | None:
@@ -148,12 +225,16 @@ class Capture:
         """NaN / Inf samples the device delivered, replaced with zeros by the resampler."""
         return self._resampler.nonfinite_samples
 
+    def gap_samples(self) -> int:
+        """16 kHz samples the device never delivered (stalls, interruptions); also in `ring.gap_samples`."""
+        return int(round(self.gap_meter.gap_frames * MODEL_SAMPLE_RATE / self.settings.sample_rate_hz))
+
     # -- PortAudio callback thread: copy, queue, count; nothing else ----------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, _time, status) -> None:
         if status.input_overflow:
             self._overflows += 1
         try:
-            self._queue.put_nowait(indata.copy())
+            self._queue.put_nowait((self.clock(), self._dropped_frames, indata.copy()))
         except queue.Full:
             self._dropped_frames += frames
 
@@ -200,23 +281,36 @@ class Capture:
 
     # -- capture thread ------------------------------------------------------------------------------------
     def _run(self) -> None:
-        last_block = time.monotonic()
+        silent_s = 0.0  # the capture thread's own running time since the last block
+        last_wake = self.clock()
         ready = False
         try:
             while not (self.stop.is_set() or self._closing.is_set()):
                 try:
-                    block = self._queue.get(timeout=QUEUE_POLL_S)
+                    arrived, dropped_before, block = self._queue.get(timeout=QUEUE_POLL_S)
                 except queue.Empty:
+                    block = None
+                now = self.clock()
+                waited, last_wake = now - last_wake, now
+                if waited >= PROCESS_STALL_S:  # this thread did not run: the whole process was held up
+                    self.stalls += 1
+                    self._stall_s += waited
+                    self._stall_at = now
+                    log.debug("capture thread stalled for %.2f s", waited)
+                if block is None:
                     if self._stream_ended.is_set():
                         self._lost("the stream ended (was the device unplugged, or did the sound server stop?)")
                         break
-                    if time.monotonic() - last_block > self.stall_timeout_s:
+                    silent_s += min(waited, MAX_COUNTED_WAIT_S)
+                    if silent_s > self.stall_timeout_s:
                         what = "stopped delivering audio" if ready else "delivered no audio"
                         self._lost(f"the device {what} for {self.stall_timeout_s:g} s")
                         break
+                    self._report_stall(now)
                     continue
-                last_block = time.monotonic()
+                silent_s = 0.0
                 self._write(block)
+                self._measure(arrived, self.frames_captured + dropped_before, now)
                 if not ready:
                     ready = True
                     if self.on_ready is not None:
@@ -224,7 +318,7 @@ class Capture:
             self._close_stream()
             while True:  # what was captured before the stream stopped
                 try:
-                    self._write(self._queue.get_nowait())
+                    self._write(self._queue.get_nowait()[2])
                 except queue.Empty:
                     break
             self.ring.write(self._resampler.flush())
@@ -233,6 +327,30 @@ class Capture:
             log.debug("capture thread failed", exc_info=True)
         finally:
             self.ring.close()
+
+    def _measure(self, arrived: float, delivered: int, now: float) -> None:
+        """Gap bookkeeping for one block: a gap found is recorded in the ring with its cause."""
+        found = self.gap_meter.arrived(arrived, delivered)
+        if found:
+            seconds = found / self.settings.sample_rate_hz
+            samples = int(round(found * MODEL_SAMPLE_RATE / self.settings.sample_rate_hz))
+            if self._stall_at is not None:
+                reason = (f"streamer was stalled for {self._stall_s:.1f} s (stopped, suspended or starved of CPU): "
+                          f"{seconds:.1f} s of audio missing; listening again")
+                self._stall_at, self._stall_s = None, 0.0
+            else:
+                reason = (f"no audio from {self.settings.device.label} for {seconds:.1f} s (was it unplugged, or "
+                          "switched to another source?); listening again")
+            self.ring.record_gap(samples, reason)
+            log.debug("gap: %s", reason)
+        self._report_stall(now)
+
+    def _report_stall(self, now: float) -> None:
+        """A stall that lost no audio is reported once the gap meter has had time to see the backlog."""
+        if self._stall_at is not None and now - self._stall_at > 3 * self.gap_meter.tick_s:
+            self.ring.record_gap(0, f"streamer was stalled for {self._stall_s:.1f} s (stopped, suspended or starved "
+                                    "of CPU); no audio was lost")
+            self._stall_at, self._stall_s = None, 0.0
 
     def _write(self, block: np.ndarray) -> None:
         self.frames_captured += len(block)

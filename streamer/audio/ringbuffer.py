@@ -3,16 +3,31 @@
 One writer (capture or file replay) and one reader (the pipeline worker). When the writer would overwrite
 audio the reader has not read yet, either the writer waits (`block=True`, file replay as fast as possible)
 or the oldest unread audio is lost and counted in `dropped_samples` (live capture: never block the edge).
+
+The writer also reports audio that never came (`record_gap`: the process was stalled, the device paused or
+was switched): counted in `gap_samples`, one `Gap` each, read by the worker for its stats and notices. The
+sample axis stays contiguous: a gap is a count, not silence written into the ring.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
 from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.core.events import AudioChunk
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Audio the source never delivered, noticed once the stream had reached `at_sample`."""
+
+    at_sample: int
+    samples: int
+    #: What the user is told ("the process was stalled for 13.0 s", "no audio from [1] default for 2.0 s").
+    reason: str
 
 
 class RingBuffer:
@@ -26,6 +41,8 @@ class RingBuffer:
         self._read_pos = 0  # absolute index of the oldest unread sample
         self._closed = False
         self.dropped_samples = 0
+        self.gap_samples = 0
+        self.gaps: list[Gap] = []  # appended by the writer only; read by index
         self._cond = threading.Condition()
 
     # -- writer side -------------------------------------------------------------------------------------
@@ -60,6 +77,14 @@ class RingBuffer:
             self.dropped_samples += dropped
             self._cond.notify_all()
         return dropped
+
+    def record_gap(self, samples: int, reason: str) -> Gap:
+        """Audio that never arrived (counted apart from `dropped_samples`)."""
+        gap = Gap(self._write_pos, max(0, int(samples)), reason)
+        with self._cond:
+            self.gap_samples += gap.samples
+            self.gaps.append(gap)
+        return gap
 
     def _store(self, samples: np.ndarray) -> None:
         n = len(samples)

@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from streamer.core.config import MODEL_SAMPLE_RATE
-from streamer.core.events import Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent
+from streamer.core.events import Event, FinalEvent, LevelEvent, NoticeEvent, PartialEvent, StatsEvent, VadEvent
 
 #: Finished captions kept (for the screen and the transcript printed on exit); older ones are counted.
 MAX_FINALS = 1000
@@ -57,6 +57,9 @@ class Snapshot:
     processed_s: float
     warnings: tuple[str, ...]
     notices: tuple[str, ...] = ()
+    gap_samples: int = 0
+    gaps: int = 0
+    skipped_partials: int = 0
 
 
 class LiveState:
@@ -80,6 +83,7 @@ class LiveState:
         self._latency: float | None = None
         self._prev_partial_end: tuple[int, float] | None = None  # (segment, tentative_until_s)
         self._notices: deque[tuple[float, str]] = deque(maxlen=NOTICES_KEPT)  # (wall time, message)
+        self._skipping_until = float("-inf")  # wall time until which "catching up" is shown
 
     # -- worker thread -------------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -98,7 +102,11 @@ class LiveState:
                     self._finals_total += 1
             elif isinstance(event, VadEvent):
                 self._speech = event.speech
+            elif isinstance(event, NoticeEvent):  # a stall, a device gap, audio dropped: shown as it happens
+                self._notices.append((event.wall_time_s, event.message))
             elif isinstance(event, StatsEvent):
+                if self._stats is not None and event.skipped_partials > self._stats.skipped_partials:
+                    self._skipping_until = event.wall_time_s + NOTICE_SHOW_S
                 self._stats = event
                 self._rtf_points.append((event.processed_s, event.rtf * event.processed_s))
                 while len(self._rtf_points) > 2 and event.processed_s - self._rtf_points[1][0] >= RTF_WINDOW_S:
@@ -166,6 +174,8 @@ class LiveState:
                 dropped_samples=s.dropped_samples if s else 0, input_overflows=s.input_overflows if s else 0,
                 processed_s=s.processed_s if s else 0.0, warnings=self._warnings(rtf, s),
                 notices=tuple(recent[-NOTICE_LINES:]),
+                gap_samples=s.gap_samples if s else 0, gaps=s.gaps if s else 0,
+                skipped_partials=s.skipped_partials if s else 0,
             )
 
     def _recent_rtf(self) -> float:
@@ -187,8 +197,13 @@ class LiveState:
             out.append(f"{s.lag_s:.1f} s of audio waiting")
         elif s is not None and self._lag_growing():
             out.append(f"lag growing: {s.lag_s:.1f} s")
+        if s is not None and s.wall_time_s < self._skipping_until:
+            out.append(f"catching up: {s.skipped_partials} partials skipped (finals stay complete)")
         if s is not None and s.dropped_samples:
             out.append(f"audio dropped: {s.dropped_samples / MODEL_SAMPLE_RATE:.2f} s")
+        if s is not None and s.gap_samples:
+            out.append(f"audio missing: {s.gap_samples / MODEL_SAMPLE_RATE:.2f} s in {s.gaps} "
+                       f"gap{'s' if s.gaps != 1 else ''} (stalls or device interruptions)")
         if s is not None and s.input_overflows:
             out.append(f"input overflows: {s.input_overflows}")
         return tuple(out)

@@ -6,8 +6,8 @@
     │ notices from the desktop outputs (voice commands), for a few seconds
     ├ ───────
     │ VAD state and the input level meter
-    │ RTF · latency · lag · dropped
-    │ warnings (falling behind, audio dropped), when there are any
+    │ RTF · latency · lag · dropped (· overflows · skipped partials · gaps, once there are any)
+    │ warnings (falling behind, catching up, audio dropped or missing), when there are any
     └ keys
 """
 
@@ -17,6 +17,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
+from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.ui.state import Snapshot
 
 #: The level meter spans this range of input level (dBFS): quieter reads empty, 0 dBFS reads full.
@@ -87,6 +88,10 @@ def footer(s: Snapshot) -> list[Text]:
              f"dropped {s.dropped_samples}"]
     if s.input_overflows:
         parts.append(f"overflows {s.input_overflows}")
+    if s.skipped_partials:
+        parts.append(f"skipped {s.skipped_partials}")
+    if s.gaps:
+        parts.append(f"gaps {s.gaps} ({s.gap_samples / MODEL_SAMPLE_RATE:.1f} s)")
     return [Text.assemble((p, style)) for p in parts]
 
 

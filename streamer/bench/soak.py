@@ -701,6 +701,7 @@ def analyse(mix: Mix, ref: RunRecord, rec: RunRecord, live: bool) -> dict[str, A
         "finals_received_outside_stall": len([k for k in received if not in_stall(mix.items[k])]),
         "finals_equal_reference": len(equal),
         "cer_vs_reference": _cer([(_text(ref_groups.get(k, [])), _text(groups[k])) for k in received]),
+        "missing_count": len(missing),
         "missing": [{"clip": mix.items[k].name, "at_s": round(mix.items[k].start / MODEL_SAMPLE_RATE, 1),
                      "in_stall": in_stall(mix.items[k])} for k in missing][:50],
         "ran_to_end": ran_to_end,
@@ -831,7 +832,7 @@ def render(doc: dict[str, Any]) -> str:
     out += [f"    {f}: {verdict}  <- {line}" for f, line, verdict in doc["verdicts"]]
     out += ["", "  stderr:"] + [f"    {line}" for line in r["stderr"]]
     if r["missing"]:
-        out += ["", f"  missing finals ({len(r['missing'])}): " + ", ".join(
+        out += ["", f"  missing finals ({r.get('missing_count', len(r['missing']))}): " + ", ".join(
             f"{m['clip']} @ {m['at_s']} s{' (stall)' if m['in_stall'] else ''}" for m in r["missing"][:12])]
     out += [f"  note: {n}" for n in r["notes"]]
     return "\n".join(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from streamer.cli.args import Parser, add_streaming_arguments, config_from_args, positive_int
+from streamer.cli.args import Parser, add_streaming_arguments, config_from_args, finite_float, positive_int
 from streamer.core.config import DEFAULT_MODEL
 from streamer.errors import ConfigError
 
@@ -13,6 +13,7 @@ TOKEN_ENV = "STREAMER_SERVER_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from streamer.server.batching import BatchOptions
     from streamer.server.common import Limits
 
     d = Limits()
@@ -34,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"close a connection silent this long (default {d.idle_timeout_s:g})")
     lim.add_argument("--token", default=None, help=f"shared secret clients must present (or set {TOKEN_ENV}; "
                      "the environment keeps it out of the process list)")
+    b = p.add_argument_group("cross-stream batching")
+    bd = BatchOptions()
+    b.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the windows due across all streams as one batch (default); --no-batch: one window "
+                   "at a time, in turn")
+    b.add_argument("--batch-max", type=positive_int, default=bd.max_batch,
+                   help=f"windows in one batch at most (default {bd.max_batch})")
+    b.add_argument("--batch-wait-ms", type=finite_float, default=bd.wait_ms,
+                   help=f"how long a batch may wait for more windows once one is due (default {bd.wait_ms:g}: "
+                   "never; it takes what is queued when the model is free)")
     p.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
     return p
 
@@ -42,6 +53,7 @@ def main(argv: list[str]) -> int:
     import logging
 
     from streamer.server import Limits, ServeOptions, serve
+    from streamer.server.batching import BatchOptions
 
     args = build_parser().parse_args(argv)
     if not args.wyoming and not args.websocket:
@@ -53,4 +65,5 @@ def main(argv: list[str]) -> int:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
     limits = Limits(max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
                     idle_timeout_s=args.idle_timeout_s, token=token)
-    return serve(ServeOptions(config_from_args(args, args.model), args.wyoming, args.websocket, limits))
+    batch = BatchOptions(args.batch_max, args.batch_wait_ms).validate() if args.batch else None
+    return serve(ServeOptions(config_from_args(args, args.model), args.wyoming, args.websocket, limits, batch=batch))

@@ -7,6 +7,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -14,7 +17,7 @@ from streamer.core.config import MODEL_SAMPLE_RATE, ModelConfig
 from streamer.core.decoding import Vocabulary
 from streamer.core.windowing import FrameGeometry
 from streamer.errors import ModelLoadError
-from streamer.model.reuse import NORM_EPS, FeatureReuse, NormStats, ReuseCounters
+from streamer.model.reuse import NORM_EPS, FeatureReuse, NormStats, ReuseCounters, ReuseStep
 
 #: Audio used for the warm-up pass (long enough to hit every kernel the windows will use).
 WARMUP_S = 2.0
@@ -57,6 +60,35 @@ class FairLock:
         self.release()
 
 
+@dataclass
+class CallStats:
+    """Model calls so far (all streams): for the server's log and the streams benchmark."""
+
+    calls: int = 0  # forward passes
+    windows: int = 0  # windows computed (a batched call computes several)
+    busy_s: float = 0.0  # wall time inside forward passes
+
+    @property
+    def mean_batch(self) -> float:
+        return self.windows / self.calls if self.calls else 0.0
+
+
+@dataclass
+class WindowRequest:
+    """One stream's window waiting for a batched model call: what `ModelView.logits` was given."""
+
+    reuse: FeatureReuse
+    audio: np.ndarray
+    start_sample: int | None
+
+
+class WindowScheduler(Protocol):
+    """Takes windows of many streams and runs them through `CTCModel.logits_batch` (e.g. several at a time:
+    streamer.server.batching.BatchScheduler); the future gets that window's logits."""
+
+    def submit(self, request: WindowRequest) -> Future[np.ndarray]: ...
+
+
 class CTCModel:
     """A loaded CTC model: frames of logits for windows of 16 kHz audio. Satisfies the core's FrameModel.
     `logits` keeps per-utterance feature-reuse state, so one CTCModel serves one stream; several streams
@@ -91,10 +123,29 @@ class CTCModel:
         #: Held for every model call of this model and its views (the network and the reusing encoder's
         #: hand-off are shared); where a cross-stream batching scheduler would take the windows of all streams.
         self.lock = FairLock()
+        self.call_stats = CallStats()
+        self._conv = tuple(zip(cfg.conv_kernel, cfg.conv_stride))
 
-    def view(self) -> ModelView:
-        """A FrameModel for one more stream over these weights: its own feature-reuse state, this lock."""
-        return ModelView(self)
+    def view(self, scheduler: WindowScheduler | None = None) -> ModelView:
+        """A FrameModel for one more stream over these weights: its own feature-reuse state; its model calls
+        under this lock, one window at a time, or through `scheduler` (cross-stream batching)."""
+        return ModelView(self, scheduler)
+
+    def frames_of(self, n_samples: int) -> int:
+        """Frames the network returns for n samples (its conv layers one by one, as the model computes it)."""
+        n = n_samples
+        for kernel, stride in self._conv:
+            n = max((n - kernel) // stride + 1, 0)
+        return n
+
+    def batch_key(self, request: WindowRequest) -> tuple[int, ...] | None:
+        """Which windows may share a forward pass: equal keys batch. None: this window runs alone. Models
+        without an attention mask (wav2vec2-base: the group norm of the first conv layer spans the whole
+        input) batch only windows of exactly the same length, so no padding enters any window; models with
+        one batch any lengths (padded, masked: `logits_batch`), key (0,), the scheduler bounds the padding."""
+        if request.start_sample is not None and request.reuse.mode != "off" and not request.reuse.batchable:
+            return None
+        return (0,) if self.use_attention_mask else (len(request.audio),)
 
     @property
     def description(self) -> str:
@@ -143,12 +194,82 @@ class CTCModel:
     def logits_with(self, reuse: FeatureReuse, audio: np.ndarray, start_sample: int | None) -> np.ndarray:
         """`logits` with one stream's reuse state; the caller holds `lock`."""
         audio = np.asarray(audio, dtype=np.float32)
-        if reuse.mode == "off" or start_sample is None:
-            reuse.last_stats = None
-            out = self.forward(self.normalize(audio))
-            reuse.plain_pass_done()
-            return out
-        return reuse.logits(audio, start_sample)
+        t0 = time.perf_counter()
+        try:
+            if reuse.mode == "off" or start_sample is None:
+                reuse.last_stats = None
+                out = self.forward(self.normalize(audio))
+                reuse.plain_pass_done()
+                return out
+            return reuse.logits(audio, start_sample)
+        finally:
+            self._count(1, time.perf_counter() - t0)
+
+    def _count(self, windows: int, seconds: float) -> None:
+        st = self.call_stats
+        st.calls += 1
+        st.windows += windows
+        st.busy_s += seconds
+
+    def logits_batch(self, requests: list[WindowRequest]) -> list[np.ndarray]:
+        """`logits_with` for windows of several streams in one forward pass (the caller holds `lock`): each
+        stream's feature reuse prepares its row (normalised with its own statistics, its cached frames), the
+        rows are stacked (padded to the longest and masked, for attention-mask models only: `batch_key`), and
+        each row's logits and conv features are cut back to its own length. Equal to one pass per window
+        within float tolerance (tests/test_batching.py)."""
+        if len(requests) == 1:
+            r = requests[0]
+            return [self.logits_with(r.reuse, r.audio, r.start_sample)]
+        torch = self._torch
+        t0 = time.perf_counter()
+        steps: list[ReuseStep | None] = []
+        xs: list[np.ndarray] = []
+        for r in requests:
+            audio = np.asarray(r.audio, dtype=np.float32)
+            if r.reuse.mode == "off" or r.start_sample is None:
+                r.reuse.last_stats = None
+                steps.append(None)
+                xs.append(self.normalize(audio))
+            else:
+                step = r.reuse.prepare(audio, r.start_sample)
+                steps.append(step)
+                xs.append(step.x)
+        lengths = [len(x) for x in xs]
+        longest = max(lengths)
+        if not self.use_attention_mask and min(lengths) != longest:
+            raise ValueError("windows of different lengths cannot share a pass of a model without an attention mask")
+        batch = np.zeros((len(xs), longest), dtype=np.float32)
+        for i, x in enumerate(xs):
+            batch[i, :len(x)] = x
+        xt = torch.from_numpy(batch).to(self.device)
+        if self.dtype != torch.float32:
+            xt = xt.to(self.dtype)
+        kwargs = {}
+        if self.use_attention_mask:
+            mask = np.zeros((len(xs), longest), dtype=np.int64)
+            for i, n in enumerate(lengths):
+                mask[i, :n] = 1
+            kwargs["attention_mask"] = torch.from_numpy(mask).to(self.device)
+        encoder = requests[0].reuse.encoder  # shared by every view of this model (None: reuse off)
+        if encoder is not None:
+            encoder.cached = [None if s is None else s.cached for s in steps]
+        try:
+            with torch.inference_mode():
+                logits = self.model(xt, **kwargs).logits.float().cpu().numpy()
+            features = encoder.last_output if encoder is not None else None
+        finally:
+            if encoder is not None:
+                encoder.cached = None
+                encoder.last_output = None
+        out = []
+        for i, (r, prepared) in enumerate(zip(requests, steps)):
+            frames = self.frames_of(lengths[i])
+            out.append(np.ascontiguousarray(logits[i, :frames]))
+            if prepared is not None:
+                assert features is not None
+                r.reuse.finish(prepared, features[i:i + 1, :, :frames])
+        self._count(len(requests), time.perf_counter() - t0)
+        return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """One forward pass over already-normalised audio: logits [frames, vocab] as float32."""
@@ -172,11 +293,13 @@ class CTCModel:
 
 class ModelView:
     """One stream's handle on a shared CTCModel (a core FrameModel): the same weights, frame grid and
-    vocabulary, its own feature-reuse state (`FeatureReuse.fork`), every call under the model's lock. A
-    streaming server gives each connection one, so streams never see each other's cached features."""
+    vocabulary, its own feature-reuse state (`FeatureReuse.fork`), every call under the model's lock, or
+    handed to a scheduler that batches the windows of all streams. A streaming server gives each connection
+    one, so streams never see each other's cached features."""
 
-    def __init__(self, ctc: CTCModel) -> None:
+    def __init__(self, ctc: CTCModel, scheduler: WindowScheduler | None = None) -> None:
         self.ctc = ctc
+        self.scheduler = scheduler
         self.name = ctc.name
         self.geometry = ctc.geometry
         self.vocabulary = ctc.vocabulary
@@ -196,5 +319,9 @@ class ModelView:
         self.reuse.reset()
 
     def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
+        """This stream's window: under the model's lock, or (with a scheduler) batched with other streams'
+        windows; the calling worker thread waits for its logits either way."""
+        if self.scheduler is not None:
+            return self.scheduler.submit(WindowRequest(self.reuse, audio, start_sample)).result()
         with self.ctc.lock:
             return self.ctc.logits_with(self.reuse, audio, start_sample)

@@ -87,7 +87,8 @@ def _reusing_encoder(inner, stride_samples: int):
     """Wrap a model's convolutional feature encoder so that frames already computed for the previous
     window are prepended and only the audio of the new frames goes through the convolutions. Before a
     forward pass set `.cached` to a tensor [batch, channels, k] holding the window's first k frames (None:
-    a plain pass); after it `.last_output` holds all the window's frames."""
+    a plain pass), or, for a batch of windows of several streams, to a list with one entry per row (a
+    tensor [1, channels, k_i] or None); after it `.last_output` holds all the window's frames."""
     import torch
 
     class ReusingFeatureEncoder(torch.nn.Module):
@@ -95,12 +96,14 @@ def _reusing_encoder(inner, stride_samples: int):
             super().__init__()
             self.inner = inner
             self.stride_samples = stride_samples
-            self.cached: torch.Tensor | None = None
+            self.cached: torch.Tensor | list[torch.Tensor | None] | None = None
             self.last_output: torch.Tensor | None = None
 
         def forward(self, input_values):
             cached, self.cached = self.cached, None
-            if cached is None or cached.shape[-1] == 0:
+            if isinstance(cached, list):
+                out = self._rows(input_values, cached)
+            elif cached is None or cached.shape[-1] == 0:
                 out = self.inner(input_values)
             else:
                 rest = input_values[..., cached.shape[-1] * self.stride_samples:]
@@ -108,7 +111,34 @@ def _reusing_encoder(inner, stride_samples: int):
             self.last_output = out
             return out
 
+        def _rows(self, input_values, cached: list[torch.Tensor | None]):
+            """Rows with the same number of cached frames go through the convolutions together (all rows
+            have the same padded length, so every row ends with the same number of frames)."""
+            by_k: dict[int, list[int]] = {}
+            for i, c in enumerate(cached):
+                by_k.setdefault(0 if c is None else int(c.shape[-1]), []).append(i)
+            rows: list[Any] = [None] * len(cached)
+            for k, idx in by_k.items():
+                x = input_values[idx, k * self.stride_samples:] if k else input_values[idx]
+                new = self.inner(x)
+                for j, i in enumerate(idx):
+                    c = cached[i]
+                    rows[i] = new[j:j + 1] if not k or c is None else torch.cat([c, new[j:j + 1]], dim=-1)
+            return torch.cat(rows, dim=0)
+
     return ReusingFeatureEncoder()
+
+
+@dataclass
+class ReuseStep:
+    """One window between `FeatureReuse.prepare` and `finish`: its normalised input and cached frames."""
+
+    x: np.ndarray
+    cached: Any  # torch.Tensor [1, channels, reused] or None
+    utterance: _Utterance
+    first_frame: int
+    n_frames: int
+    reused: int
 
 
 class _Utterance:
@@ -201,7 +231,29 @@ class FeatureReuse:
 
     def logits(self, audio: np.ndarray, start_sample: int) -> np.ndarray:
         ctc = self.ctc
-        g = ctc.geometry
+        step = self.prepare(audio, start_sample)
+        assert self.encoder is not None
+        self.encoder.cached = step.cached
+        try:
+            out = ctc.forward(step.x)
+        finally:
+            self.encoder.cached = None
+            if self.held_gn is not None:
+                self.held_gn.held = None  # plain GroupNorm for anyone else calling the model
+        features, self.encoder.last_output = self.encoder.last_output, None
+        self.finish(step, features)
+        return out
+
+    @property
+    def batchable(self) -> bool:
+        """Can this stream's reusing windows share a forward pass with other streams' windows? Not in the
+        held-group-norm mode: the held statistics live in the one shared GroupNorm module."""
+        return self.held_gn is None
+
+    def prepare(self, audio: np.ndarray, start_sample: int) -> ReuseStep:
+        """First half of `logits`: the normalised input and the cached leading frames for this window (the
+        held-group-norm mode also sets the shared GroupNorm's held statistics: run its pass alone)."""
+        g = self.ctc.geometry
         if start_sample % g.stride_samples:
             raise ValueError(f"window start {start_sample} is not on the {g.stride_samples}-sample frame grid")
         first_frame = start_sample // g.stride_samples
@@ -234,21 +286,15 @@ class FeatureReuse:
             reused = n_frames - 1  # always run the convolutions on at least one frame (keeps shapes simple)
             assert cached is not None  # reused > 0 came from the cache
             cached = cached[..., :reused]
-        assert self.encoder is not None
-        self.encoder.cached = cached
-        try:
-            out = ctc.forward(ctc.normalize(audio, stats))
-        finally:
-            self.encoder.cached = None
-            if self.held_gn is not None:
-                self.held_gn.held = None  # plain GroupNorm for anyone else calling the model
-        utt.features = self.encoder.last_output
-        self.encoder.last_output = None
-        utt.first_frame = first_frame
+        return ReuseStep(self.ctc.normalize(audio, stats), cached, utt, first_frame, n_frames, reused)
+
+    def finish(self, step: ReuseStep, features) -> None:
+        """Second half of `logits`: keep the window's conv features [1, channels, frames] for the next one."""
+        step.utterance.features = features
+        step.utterance.first_frame = step.first_frame
         self.counters.windows += 1
-        self.counters.frames_total += n_frames
-        self.counters.frames_reused += reused
-        return out
+        self.counters.frames_total += step.n_frames
+        self.counters.frames_reused += step.reused
 
     def _current_stats(self, utt: _Utterance, audio: np.ndarray) -> NormStats:
         return utt.running_stats() if self.config.norm_stats == "utterance" else NormStats.of(audio)

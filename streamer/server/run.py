@@ -21,6 +21,7 @@ from typing import Any
 
 from streamer.core.config import Config
 from streamer.model.inference import CTCModel
+from streamer.server.batching import BatchOptions, BatchScheduler
 from streamer.server.common import Admission, Limits, Stream, parse_endpoint
 
 log = logging.getLogger("streamer.server")
@@ -33,12 +34,14 @@ class ServeOptions:
     websocket: str | None = None  # ws://HOST:PORT
     limits: Limits = field(default_factory=Limits)
     language: str = "en"
+    #: Cross-stream batching (streamer.server.batching); None: one window at a time under the model's lock.
+    batch: BatchOptions | None = field(default_factory=BatchOptions)
 
 
 class Server:
     def __init__(self, model: CTCModel, config: Config, limits: Limits | None = None, *,
                  wyoming: tuple[str, int] | None = None, websocket: tuple[str, int] | None = None,
-                 language: str = "en") -> None:
+                 language: str = "en", batch: BatchOptions | None = None) -> None:
         self.model = model
         self.config = config.validate()
         self.limits = (limits or Limits()).validate()
@@ -52,10 +55,13 @@ class Server:
         self._wyoming: Any = None
         self._websocket: Any = None
         self._vosk_tasks: set[asyncio.Task[Any]] = set()
+        #: Runs the windows of all streams in batches; None: each stream's windows in turn under the lock.
+        self.scheduler = BatchScheduler(model, batch) if batch is not None else None
 
     def open_stream(self, rate: int, width: int, channels: int) -> Stream:
         """A new stream over its own view of the shared model (its own feature-reuse state)."""
-        return Stream(self.model.view(), self.config, self.executor, rate, width, channels,
+        view = self.scheduler.view() if self.scheduler is not None else self.model.view()
+        return Stream(view, self.config, self.executor, rate, width, channels,
                       max_finals=self.limits.max_pending_finals)
 
     async def start(self) -> None:
@@ -77,13 +83,13 @@ class Server:
             self.ports["websocket"] = self._websocket.sockets[0].getsockname()[1]
 
     async def _vosk(self, connection: Any) -> None:
-        from streamer.server.vosk import VoskConnection
+        from streamer.server.vosk import VoskConnection, WebsocketsTransport
 
         task = asyncio.current_task()
         if task is not None:
             self._vosk_tasks.add(task)
         try:
-            await VoskConnection(self, connection).run()
+            await VoskConnection(self, WebsocketsTransport(connection)).run()
         finally:
             if task is not None:
                 self._vosk_tasks.discard(task)
@@ -101,6 +107,19 @@ class Server:
             self._websocket.close()  # closes every connection (1001): their streams are aborted
             await self._websocket.wait_closed()
         self.executor.shutdown(wait=True)
+        st = self.model.call_stats
+        if self.scheduler is not None:
+            self.scheduler.close()
+            log.info("batching: %s", self.scheduler.stats.summary())
+        log.info("model calls: %d windows in %d calls (mean batch %.2f), busy %.1f s",
+                 st.windows, st.calls, st.mean_batch, st.busy_s)
+
+    def batching(self) -> str:
+        """For the start-up line."""
+        if self.scheduler is None:
+            return "one window at a time"
+        o = self.scheduler.options
+        return f"batches of up to {o.max_batch} windows, wait {o.wait_ms:g} ms"
 
     def endpoints(self) -> list[str]:
         out = []
@@ -119,7 +138,8 @@ def serve(options: ServeOptions) -> int:
     websocket = parse_endpoint(options.websocket, "ws", "--websocket") if options.websocket else None
     limits = options.limits.validate()
     model = load_model(options.config.model)
-    server = Server(model, options.config, limits, wyoming=wyoming, websocket=websocket, language=options.language)
+    server = Server(model, options.config, limits, wyoming=wyoming, websocket=websocket, language=options.language,
+                    batch=options.batch)
 
     async def main() -> None:
         try:
@@ -129,7 +149,7 @@ def serve(options: ServeOptions) -> int:
 
             raise ConfigError(f"cannot listen: {exc.strerror or exc}", "pick another port, or stop what uses it") from exc
         print(f"streamer: serving {model.description}: {', '.join(server.endpoints())} "
-              f"(max {limits.max_sessions} sessions{', token required' if limits.token else ''})",
+              f"(max {limits.max_sessions} sessions{', token required' if limits.token else ''}; {server.batching()})",
               file=sys.stderr, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

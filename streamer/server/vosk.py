@@ -9,12 +9,19 @@ unchanged:
 
 Results carry word times from the CTC frames: {"word", "start", "end", "conf"} (conf is 1.0: greedy CTC has
 no calibrated confidence); config {"words": false} leaves them out. Other config keys (phrase_list,
-max_alternatives) are accepted and ignored.
+max_alternatives) are accepted and ignored. A streamer extension, opt-in so vosk clients see nothing new:
+config {"streamer_timing": true} adds "streamer": {"committed_until_s", "tentative_until_s"} (stream seconds
+the partial commits / shows) to partials and "streamer": {"end_s"} to finals (the streams benchmark measures
+partial latency with them).
 
 Limits: a message over --max-message-bytes closes the connection (1009, by websockets); with --token the
 request must carry it (?token=... or an "Authorization: Bearer ..." header) or it is closed with 1008;
 over --max-sessions: 1013 with the reason; no message for the idle timeout: 1008 "idle timeout". A malformed
 message gets one {"error": "..."} reply and the connection is closed (1007).
+
+The protocol is written once, over a `Transport` (recv / send / close / token): `WebsocketsTransport` for the
+`websockets` server of `streamer serve --websocket`, and a Starlette WebSocket for the Ray Serve replicas
+(streamer.server.ray_serve).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import asyncio
 import json
 import logging
 import math
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 from websockets.asyncio.server import ServerConnection
@@ -42,6 +49,25 @@ class Malformed(Exception):
     pass
 
 
+class Closed(Exception):
+    """The client is gone (or its connection failed): nothing more can be sent to it."""
+
+
+class Transport(Protocol):
+    """One client's WebSocket, as the protocol needs it. `recv`, `send` and `close` raise `Closed` once the
+    connection is gone; a message over the size limit closes the connection (1009) and raises `Closed`."""
+
+    peer: object
+
+    def token(self) -> str | None: ...
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
 def result_message(finals: list[FinalEvent], words: bool) -> dict[str, Any]:
     """One vosk final result from one or more finals (merged in order)."""
     text = " ".join(f.text for f in finals if f.text)
@@ -52,17 +78,24 @@ def result_message(finals: list[FinalEvent], words: bool) -> dict[str, Any]:
     return {"result": result, "text": text}
 
 
+def token_from(query: str, headers: Any) -> str | None:
+    """The token a client presents: ?token=... in the URI's query, else "Authorization: Bearer ...", else an
+    X-Streamer-Token header (`headers`: any case-insensitive mapping)."""
+    parsed = parse_qs(query)
+    if "token" in parsed:
+        return parsed["token"][0]
+    auth = headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return str(auth[7:].strip())
+    token = headers.get("X-Streamer-Token")
+    return str(token) if token is not None else None
+
+
 def token_of(connection: ServerConnection) -> str | None:
     request = connection.request
     if request is None:
         return None
-    query = parse_qs(urlparse(request.path).query)
-    if "token" in query:
-        return query["token"][0]
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.headers.get("X-Streamer-Token")
+    return token_from(urlparse(request.path).query, request.headers)
 
 
 def parse_text(message: str) -> dict[str, Any]:
@@ -84,15 +117,42 @@ def parse_rate(config: dict[str, Any]) -> int | None:
     return int(round(value))
 
 
+class WebsocketsTransport:
+    """A `websockets` server connection (it enforces the size limit itself: max_size)."""
+
+    def __init__(self, connection: ServerConnection) -> None:
+        self.ws = connection
+        self.peer: object = connection.remote_address
+
+    def token(self) -> str | None:
+        return token_of(self.ws)
+
+    async def recv(self) -> str | bytes:
+        try:
+            return await self.ws.recv()
+        except ConnectionClosed as exc:
+            raise Closed() from exc
+
+    async def send(self, text: str) -> None:
+        try:
+            await self.ws.send(text)
+        except ConnectionClosed as exc:
+            raise Closed() from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+
 class VoskConnection:
-    def __init__(self, server: Any, connection: ServerConnection) -> None:
+    def __init__(self, server: Any, connection: Transport) -> None:
         self.server = server  # streamer.server.run.Server
         self.limits = server.limits
         self.ws = connection
         self.rate = DEFAULT_SAMPLE_RATE
         self.words = True
+        self.timing = False
         self.stream: Stream | None = None
-        self.peer = connection.remote_address
+        self.peer = connection.peer
 
     async def send(self, obj: dict[str, Any]) -> None:
         await asyncio.wait_for(self.ws.send(json.dumps(obj, ensure_ascii=False)), self.limits.idle_timeout_s)
@@ -108,11 +168,11 @@ class VoskConnection:
             return
         log.info("websocket %s: connected", self.peer)
         try:
-            if not admission.token_ok(token_of(self.ws)):
+            if not admission.token_ok(self.ws.token()):
                 await self.close(1008, "unauthorized: a valid token is needed (?token=... or Authorization: Bearer)")
                 return
             await self._serve()
-        except ConnectionClosed:
+        except Closed:
             log.info("websocket %s: connection lost", self.peer)
         except (OSError, asyncio.TimeoutError):
             log.info("websocket %s: connection failed or stalled", self.peer)
@@ -163,6 +223,8 @@ class VoskConnection:
             self.rate = rate
         if "words" in config:
             self.words = bool(config["words"])
+        if "streamer_timing" in config:
+            self.timing = bool(config["streamer_timing"])
 
     async def _audio(self, data: bytes) -> None:
         if self.stream is None:
@@ -173,10 +235,17 @@ class VoskConnection:
         await self.stream.push(data, self.limits.idle_timeout_s)
         final = self.stream.bridge.take_final()
         if final is not None:
-            await self.send(result_message([final], self.words))
+            message = result_message([final], self.words)
+            if self.timing:
+                message["streamer"] = {"end_s": round(final.end_s, 3)}
+            await self.send(message)
             return
         partial = self.stream.bridge.partial()
-        await self.send({"partial": partial.text if partial is not None else ""})
+        reply: dict[str, Any] = {"partial": partial.text if partial is not None else ""}
+        if self.timing and partial is not None:
+            reply["streamer"] = {"committed_until_s": round(partial.committed_until_s, 3),
+                                 "tentative_until_s": round(partial.tentative_until_s, 3)}
+        await self.send(reply)
 
     async def _eof(self) -> None:
         finals: list[FinalEvent] = []

@@ -409,3 +409,79 @@ def test_device_lost_mid_stream_keeps_the_transcript(tmp_path, utterances_wav, t
     assert all(line.startswith("streamer: ") for line in stderr.splitlines()), stderr
     assert out_txt.read_text().startswith(written)
     assert stdout.strip().splitlines()[: len(written.splitlines())] == written.strip().splitlines()
+
+
+# -- stalls and a microphone that goes away: a gap, counted and told; listening goes on ---------------------------
+def finals_after(path: Path, wall_time_s: float) -> list[dict]:
+    return [e for e in jsonl_events(path) if e["type"] == "final" and e["wall_time_s"] > wall_time_s]
+
+
+def test_a_stopped_process_resumes_listening_and_reports_the_gap(virtual_mic, tmp_path, utterances_wav, tiny_model):
+    """SIGSTOP for 13 s (longer than the 8 s after which a silent device counts as lost), SIGCONT: before, the
+    stream ended with 'lost input device', exit 2. Now the stall is a gap: told on stderr, counted in the
+    stats, and the next sentence is transcribed."""
+    out_jsonl = tmp_path / "out.jsonl"
+    s = Streamer("--no-tui", "--output", out_jsonl, "--model", tiny_model)
+    s.wait_for_line("streamer: listening on ")
+    s.proc.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        # The stall under test: stopped until 13 s have passed by the clock the process will see on waking.
+        wait_until(lambda: time.monotonic() - stopped_at >= 13.0, 30, "13 s of SIGSTOP")
+        assert s.proc.poll() is None
+    finally:
+        s.proc.send_signal(signal.SIGCONT)
+    line = s.wait_for_line("streamer: warning: streamer was stalled for ", timeout=20)
+    assert line.rstrip().endswith("; listening again")
+    assert "missing" in line or "dropped catching up" in line or "no audio lost" in line
+    played_at = time.time()
+    virtual_mic.play(utterances_wav)
+    wait_until(lambda: finals_after(out_jsonl, played_at), 30, "a final of the clip played after the stall")
+    assert s.proc.poll() is None, "the stream ended"
+    rc, _, stderr = s.finish(signal.SIGINT)
+    assert rc == 0, stderr
+    assert "lost input device" not in stderr and "Traceback" not in stderr
+    stats = [e for e in jsonl_events(out_jsonl) if e["type"] == "stats"]
+    assert stats[-1]["gaps"] >= 1
+    notices = [e for e in jsonl_events(out_jsonl) if e["type"] == "notice"]
+    assert any(n["kind"] == "gap" and "stalled for" in n["message"] for n in notices)
+    print(f"\nafter 13 s of SIGSTOP: {line.strip()}; gap {stats[-1]['gap_samples'] / 16000:.2f} s counted, "
+          f"{stats[-1]['dropped_samples'] / 16000:.2f} s dropped")
+
+
+def test_a_microphone_that_goes_away_is_told_and_counted_as_a_gap(tmp_path, utterances_wav, tiny_model):
+    """The null sink whose monitor is being recorded is unloaded mid-stream: PulseAudio moves the recording to
+    the remaining source after ~2 s of nothing. Chosen behaviour (README): say so on stderr, count the gap in
+    the stats, and go on listening to whatever the sound server now routes."""
+    from virtual_mic import PulseUnavailable, VirtualMic
+
+    try:
+        mic = VirtualMic(tmp_path / "pulse")  # a server of its own: this test unloads its sink
+    except PulseUnavailable as exc:
+        pytest.skip(f"no PulseAudio virtual microphone here: {exc}")
+    out_jsonl = tmp_path / "out.jsonl"
+    try:
+        mic.pactl("load-module", "module-null-sink", "sink_name=other")  # where the server falls back to
+        s = Streamer("--no-tui", "--output", out_jsonl, "--model", tiny_model, env=mic.env)
+        s.wait_for_line("streamer: listening on ")
+        wait_until(lambda: [e for e in jsonl_events(out_jsonl) if e["type"] == "stats" and e["processed_s"] > 1.0],
+                   20, "audio flowing")
+        module = next(line.split()[0] for line in mic.pactl("list", "short", "modules").splitlines()
+                      if "sink_name=vmic" in line)
+        mic.pactl("unload-module", module)
+        line = s.wait_for_line("streamer: warning: no audio from ", timeout=20)
+        assert "[1] default" in line and "switched to another source" in line
+        played_at = time.time()
+        subprocess.run(["paplay", "--device=other", str(utterances_wav)], env=mic.env, check=True, timeout=60)
+        wait_until(lambda: finals_after(out_jsonl, played_at), 30, "a final from the new source")
+        assert s.proc.poll() is None, "the stream ended"
+        rc, _, stderr = s.finish(signal.SIGINT)
+    finally:
+        mic.stop()
+    assert rc == 0, stderr
+    assert "lost input device" not in stderr
+    stats = [e for e in jsonl_events(out_jsonl) if e["type"] == "stats"]
+    assert stats[-1]["gaps"] >= 1 and stats[-1]["gap_samples"] > 8000  # measured 0.95 to 2.0 s
+    assert any(line.startswith("streamer: warning: 1 gap in the input") or "gaps in the input" in line
+               for line in stderr.splitlines())
+    print(f"\nsink unloaded: {line.strip()}; gap {stats[-1]['gap_samples'] / 16000:.2f} s counted")

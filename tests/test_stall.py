@@ -63,6 +63,20 @@ def test_a_stall_with_a_backlog_counts_only_what_was_lost():
     assert meter.gap_frames == pytest.approx((13.0 + 0.25 - 10.0) * RATE, abs=2 * BLOCK)  # backlog took 0.25 s
 
 
+def test_a_backlog_that_arrives_slowly_is_not_counted_as_missing():
+    """After SIGCONT the callback competes with the model for the CPU: 10 s kept by the sound server arrive
+    over 2.5 s. Counting at the first tick would call almost the whole stall missing."""
+    meter = GapMeter(RATE)
+    t, n, _ = feed(meter, 0.0, 0, 4)
+    t += 13.0
+    for _ in range(500):  # 500 blocks of 20 ms at 5 ms each
+        t += 0.005
+        n += BLOCK
+        meter.arrived(t, n)
+    t, n, _ = feed(meter, t, n, 5)
+    assert meter.gap_frames == pytest.approx((13.0 + 2.5 - 10.0) * RATE, abs=2 * BLOCK)
+
+
 class _Status:
     input_overflow = False
 

@@ -56,8 +56,11 @@ PROCESS_STALL_S = 1.0
 #: GapMeter: audio delivered is compared with the time that passed over ticks this long (the least deficit
 #: in a tick, so the jitter of block arrivals does not count) ...
 GAP_TICK_S = 1.0
-#: ... and a deficit grown by more than this since the last tick is a gap ...
+#: ... and a deficit grown by more than this since the last tick is a gap, counted once it has settled (a
+#: tick whose deficit is no lower than the one before, within GAP_SETTLE_S: a backlog the sound server kept
+#: through a stall may take a few ticks to arrive) ...
 GAP_MIN_S = 0.25
+GAP_SETTLE_S = 0.05
 #: ... while slower growth is the device's clock running slow against ours (tracked up to this rate).
 CLOCK_DRIFT_MAX = 0.001
 
@@ -87,6 +90,12 @@ class GapMeter:
         self._base = 0.0  # the deficit when audio last flowed normally
         self._tick_start = 0.0
         self._tick_min = float("inf")
+        self._pending: float | None = None  # the deficit of a gap not settled yet
+
+    @property
+    def settling(self) -> bool:
+        """A gap was seen and is still being measured (a backlog may still be arriving)."""
+        return self._pending is not None
 
     def arrived(self, t: float, frames_total: int) -> int:
         """A block arrived at `t`, with `frames_total` delivered so far (itself included). Returns the frames
@@ -100,13 +109,18 @@ class GapMeter:
             return 0
         found, level = 0, self._tick_min
         if level < self._base:  # the device runs fast against our clock (or delivered a backlog)
-            self._base = level
+            self._base, self._pending = level, None
         elif level - self._base > self.min_gap:
-            found = int(round(level - self._base))
-            self.gap_frames += found
-            self._base = level
+            if self._pending is None or level < self._pending - GAP_SETTLE_S * self.rate:
+                self._pending = level  # still coming down: measured again at the next tick
+            else:
+                level = min(level, self._pending)
+                found = int(round(level - self._base))
+                self.gap_frames += found
+                self._base, self._pending = level, None
         else:  # slow drift of the device clock
             self._base += min(level - self._base, self.drift * (t - self._tick_start) * self.rate)
+            self._pending = None
         self._tick_start, self._tick_min = t, float("inf")
         return found
 #: close() waits this long for the capture thread to move the last blocks into the ring.
@@ -209,6 +223,7 @@ class Capture:
         self.stalls = 0  # times the capture thread did not run for PROCESS_STALL_S or more
         self._stall_s = 0.0  # the latest stall, not yet reported (with the gap it caused)
         self._stall_at: float | None = None
+        self._stall_dropped = 0  # callback drops when the stall was noticed (the backlog may overflow the queue)
 
     @property
     def total_samples(self) -> int | None:
@@ -294,6 +309,8 @@ class Capture:
                 waited, last_wake = now - last_wake, now
                 if waited >= PROCESS_STALL_S:  # this thread did not run: the whole process was held up
                     self.stalls += 1
+                    if self._stall_at is None:
+                        self._stall_dropped = self._dropped_frames
                     self._stall_s += waited
                     self._stall_at = now
                     log.debug("capture thread stalled for %.2f s", waited)
@@ -335,9 +352,7 @@ class Capture:
             seconds = found / self.settings.sample_rate_hz
             samples = int(round(found * MODEL_SAMPLE_RATE / self.settings.sample_rate_hz))
             if self._stall_at is not None:
-                reason = (f"streamer was stalled for {self._stall_s:.1f} s (stopped, suspended or starved of CPU): "
-                          f"{seconds:.1f} s of audio missing; listening again")
-                self._stall_at, self._stall_s = None, 0.0
+                reason = self._stall_reason(seconds)
             else:
                 reason = (f"no audio from {self.settings.device.label} for {seconds:.1f} s (was it unplugged, or "
                           "switched to another source?); listening again")
@@ -347,10 +362,19 @@ class Capture:
 
     def _report_stall(self, now: float) -> None:
         """A stall that lost no audio is reported once the gap meter has had time to see the backlog."""
-        if self._stall_at is not None and now - self._stall_at > 3 * self.gap_meter.tick_s:
-            self.ring.record_gap(0, f"streamer was stalled for {self._stall_s:.1f} s (stopped, suspended or starved "
-                                    "of CPU); no audio was lost")
-            self._stall_at, self._stall_s = None, 0.0
+        if (self._stall_at is not None and not self.gap_meter.settling
+                and now - self._stall_at > 3 * self.gap_meter.tick_s):
+            self.ring.record_gap(0, self._stall_reason(0.0))
+
+    def _stall_reason(self, missing_s: float) -> str:
+        """The line for a stall (and forget it): what never came, and what the backlog lost in the queue."""
+        dropped_s = (self._dropped_frames - self._stall_dropped) / self.settings.sample_rate_hz
+        lost = [f"{missing_s:.1f} s of audio missing"] if missing_s else []
+        lost += [f"{dropped_s:.1f} s dropped catching up"] if dropped_s >= 0.05 else []
+        reason = (f"streamer was stalled for {self._stall_s:.1f} s (stopped, suspended or starved of CPU): "
+                  f"{', '.join(lost) or 'no audio lost'}; listening again")
+        self._stall_at, self._stall_s = None, 0.0
+        return reason
 
     def _write(self, block: np.ndarray) -> None:
         self.frames_captured += len(block)

@@ -186,7 +186,9 @@ class BufferConfig:
     #: Ring buffer of 16 kHz audio; a worker this far behind loses the oldest audio (counted, shown).
     ring_capacity_s: float = 30.0
     #: Blocks the capture callback may queue for the resampling thread before it drops (counted, shown).
-    capture_queue_blocks: int = 200
+    #: 750 blocks of 20 ms = 15 s (about 3 MB at 48 kHz): after a stall of the process (SIGSTOP, a suspended
+    #: laptop) the sound server hands over its backlog of ~10 s in a burst, which must fit.
+    capture_queue_blocks: int = 750
 
     def validate(self) -> None:
         check_finite(self)

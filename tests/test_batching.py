@@ -247,3 +247,16 @@ def test_interleaved_streams_batched_equal_each_stream_alone(tiny, wait_ms):
             np.testing.assert_allclose(a, b, atol=1e-4)
     assert max(sched.stats.sizes) >= 2, f"no windows were batched: {sched.stats.sizes}"
     assert len(lengths[False]) >= 3 and lengths[True], "windows of several lengths and final passes in flight"
+
+
+# -- the streams benchmark's bookkeeping -----------------------------------------------------------------------
+
+
+def test_streams_bench_max_n_stops_at_the_first_n_over_the_limit():
+    from streamer.bench.streams import markdown, max_streams
+
+    rows = [{"model": "demo", "batch": True, "streams": n, "partial_p50_ms": 100.0, "worst_stream_p95_ms": p95,
+             "behind_max_ms": 0.0, "cpu_cores_used": 0.5, "rtf_cpu": 0.1, "dropped_samples": 0, "p95_ok": p95 <= 600}
+            for n, p95 in [(1, 300.0), (4, 500.0), (8, 700.0), (16, 550.0)]]
+    assert max_streams(rows) == 4
+    assert markdown(rows).count("\n") == 2 + len(rows)

@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(stall, overload, a full-disk output, closed stdout, non-finite samples; see soak.py)")
     p.add_argument("--soak-live", action="store_true",
                    help="with --soak: play the mix in real time into a PulseAudio virtual microphone, plus device loss")
+    p.add_argument("--streams", default=None, metavar="N[,N...]",
+                   help="many streams: N concurrent real-time vosk WebSocket clients against `streamer serve` "
+                   "(partial latency, CPU, dropped samples, max N within p95 600 ms; see streams.py)")
+    p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --streams: only batched / only one-window-at-a-time serving (default: both)")
+    p.add_argument("--batch-wait-ms", type=float, default=None, help="with --streams: the server's --batch-wait-ms")
+    p.add_argument("--streams-s", type=float, default=20.0, help="with --streams: seconds of audio per stream (default 20)")
+    p.add_argument("--streams-chunk-ms", type=float, default=50.0, help="with --streams: audio per message (default 50)")
     p.add_argument("--render-synthetic", action="store_true", help="(re)render benchmarks/audio/synthetic with espeak-ng and exit")
     add_streaming_arguments(p)  # the same compute, window and VAD flags as streamer itself
     p.add_argument("--debug", action="store_true")
@@ -79,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
         say(f"rendered {render_synthetic(synthetic_dir())}")
         return 0
+    if args.streams is not None:
+        from streamer.bench.streams import streams_main
+
+        return streams_main(args, argv)
     if args.soak is not None:
         from streamer.bench.soak import soak_main
 

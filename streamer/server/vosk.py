@@ -10,7 +10,7 @@ unchanged:
 Results carry word times from the CTC frames: {"word", "start", "end", "conf"} (conf is 1.0: greedy CTC has
 no calibrated confidence); config {"words": false} leaves them out. Other config keys (phrase_list,
 max_alternatives) are accepted and ignored. A streamer extension, opt-in so vosk clients see nothing new:
-config {"streamer_timing": true} adds "streamer": {"committed_until_s", "tentative_until_s"} (stream seconds
+config {"streamer_timing": true} adds "streamer": {"segment_id", "committed_until_s", "tentative_until_s"} (stream seconds
 the partial commits / shows) to partials and "streamer": {"end_s"} to finals (the streams benchmark measures
 partial latency with them).
 
@@ -243,7 +243,7 @@ class VoskConnection:
         partial = self.stream.bridge.partial()
         reply: dict[str, Any] = {"partial": partial.text if partial is not None else ""}
         if self.timing and partial is not None:
-            reply["streamer"] = {"committed_until_s": round(partial.committed_until_s, 3),
+            reply["streamer"] = {"segment_id": partial.segment_id, "committed_until_s": round(partial.committed_until_s, 3),
                                  "tentative_until_s": round(partial.tentative_until_s, 3)}
         await self.send(reply)
 

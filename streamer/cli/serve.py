@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from streamer.cli.args import Parser, add_streaming_arguments, config_from_args, finite_float, positive_int
 from streamer.core.config import DEFAULT_MODEL
 from streamer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamer.server.run import ServeOptions
 
 TOKEN_ENV = "STREAMER_SERVER_TOKEN"
 
@@ -45,8 +49,42 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-wait-ms", type=finite_float, default=bd.wait_ms,
                    help=f"how long a batch may wait for more windows once one is due (default {bd.wait_ms:g}: "
                    "never; it takes what is queued when the model is free)")
+    r = p.add_argument_group("Ray Serve (pip install 'streamer[ray]'; docs/server.md)")
+    r.add_argument("--ray", action="store_true", help="deploy the --websocket endpoint as a Ray Serve application: "
+                   "replicas each hold the model and take whole connections, scaled on sessions (not --wyoming)")
+    r.add_argument("--ray-address", metavar="ADDRESS", help="Ray cluster to join: auto, HOST:6379 or ray://HOST:10001 "
+                   "(default: one running on this machine, else a new local one)")
+    r.add_argument("--min-replicas", type=int, metavar="N", help="replicas kept at least (default 1; 0: scale to zero)")
+    r.add_argument("--max-replicas", type=int, metavar="N", help="replicas at most (default: --min-replicas, or 1)")
+    r.add_argument("--target-sessions", type=finite_float, metavar="N",
+                   help="sessions per replica that autoscaling aims at (default: half of --max-sessions)")
+    r.add_argument("--replica-cpus", type=finite_float, metavar="N", help="CPUs each replica reserves (default 1)")
+    r.add_argument("--replica-gpus", type=finite_float, metavar="N",
+                   help="GPUs each replica reserves (default 0; fractions share a GPU; give --device cuda too)")
     p.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
     return p
+
+
+RAY_FLAGS = ("ray_address", "min_replicas", "max_replicas", "target_sessions", "replica_cpus", "replica_gpus")
+
+
+def serve_on_ray(args: argparse.Namespace, options: ServeOptions) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("fastapi") is None:
+        raise ConfigError("streamer serve --ray needs Ray Serve", "pip install 'streamer[ray]'")
+    # Read when ray is imported: Ray folds log lines that differ only in numbers into "[repeated Nx]", and
+    # the replicas' per-connection lines (peer ports, amounts) differ only in numbers.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from streamer.server.ray_serve import RayOptions, serve_ray
+
+    low = args.min_replicas if args.min_replicas is not None else 1
+    ray = RayOptions(address=args.ray_address, min_replicas=low,
+                     max_replicas=args.max_replicas if args.max_replicas is not None else max(low, 1),
+                     target_sessions=args.target_sessions,
+                     replica_cpus=args.replica_cpus if args.replica_cpus is not None else 1.0,
+                     replica_gpus=args.replica_gpus if args.replica_gpus is not None else 0.0)
+    return serve_ray(options, ray)
 
 
 def main(argv: list[str]) -> int:
@@ -56,6 +94,8 @@ def main(argv: list[str]) -> int:
     from streamer.server.batching import BatchOptions
 
     args = build_parser().parse_args(argv)
+    if not args.ray and any(getattr(args, f) is not None for f in RAY_FLAGS):
+        raise ConfigError("--ray-address, --min-replicas, --max-replicas, --target-sessions and --replica-* need --ray")
     if not args.wyoming and not args.websocket:
         raise ConfigError("streamer serve needs an endpoint", "give --wyoming tcp://HOST:PORT and / or --websocket ws://HOST:PORT")
     if not args.debug:
@@ -66,4 +106,7 @@ def main(argv: list[str]) -> int:
     limits = Limits(max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
                     idle_timeout_s=args.idle_timeout_s, token=token)
     batch = BatchOptions(args.batch_max, args.batch_wait_ms).validate() if args.batch else None
-    return serve(ServeOptions(config_from_args(args, args.model), args.wyoming, args.websocket, limits, batch=batch))
+    options = ServeOptions(config_from_args(args, args.model), args.wyoming, args.websocket, limits, batch=batch)
+    if args.ray:
+        return serve_on_ray(args, options)
+    return serve(options)

@@ -53,6 +53,15 @@ def test_jsonl_tail_reads_complete_lines_only(tmp_path):
     assert tail.poll() == [final] and tail.finals == 1 and tail.front_s == 2.5
 
 
+def test_device_lost_lines_are_told_from_the_stall_and_full_disk_lines():
+    assert soak._device_lost("streamer: error: lost input device [1] default (check the microphone)")
+    assert soak._device_lost("streamer: warning: input device changed from [1] vmic to [0] default")
+    assert not soak._device_lost("streamer: warning: streamer was stalled for 14.0 s (stopped, suspended or "
+                                 "starved of CPU); no audio was lost")
+    assert not soak._device_lost("streamer: error: cannot write to full.srt: No space left on device (free disk "
+                                 "space or choose another --output path)")
+
+
 @pytest.fixture(scope="module")
 def soak_2min(tmp_path_factory):
     from desktop_fixtures import demo_model_or_skip

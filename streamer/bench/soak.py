@@ -669,7 +669,7 @@ def analyse(mix: Mix, ref: RunRecord, rec: RunRecord, live: bool) -> dict[str, A
 
     stall_end = max((f["wall"] + f["seconds"] for f in rec.faults if f["fault"].startswith("stall")), default=None)
     lost_at = next((f["wall"] for f in rec.faults if f["fault"].startswith("device lost")), None)
-    lost_lines = [(t, line) for t, line in rec.stderr if "lost" in line.lower()]
+    lost_lines = [(t, line) for t, line in rec.stderr if _device_lost(line)]
     received = [k for k in speech_idx if k in groups]
     front = max((_front(e) for e in rec.events), default=0.0)
     ran_to_end = lost_at is not None if live else front >= mix.duration_s - 1.0
@@ -737,6 +737,13 @@ def analyse(mix: Mix, ref: RunRecord, rec: RunRecord, live: bool) -> dict[str, A
     }
 
 
+def _device_lost(line: str) -> bool:
+    """A line that says the input device is gone (not 'no audio was lost', not the full disk's 'on device')."""
+    low = line.lower()
+    return "device" in low and any(w in low for w in ("lost", "gone", "disappeared", "changed", "removed")) \
+        and "no space left on device" not in low
+
+
 def _mb(x: int | None) -> float | None:
     return round(x / 2**20, 1) if x is not None else None
 
@@ -763,7 +770,7 @@ def verdicts(r: dict[str, Any], live: bool) -> list[tuple[str, str, str]]:
         zeroed = f"zeroed {r['zeroed_samples']} of {r['injected_nonfinite']}"
         out.append(("non-finite samples", "; ".join(nf) or "(no line)",
                     ("ok" if len(nf) == 1 else f"{len(nf)} lines (expected 1)") + f", {zeroed}"))
-    lost = having("lost")
+    lost = [line for line in lines if _device_lost(line)]
     if "stall" not in injected:
         stall = "not reached (the run ended first)"
     elif r["device_lost_line_before_loss"]:
@@ -771,7 +778,8 @@ def verdicts(r: dict[str, Any], live: bool) -> list[tuple[str, str, str]]:
     elif not r["ran_to_end"] and r["exit_after_stall_s"] is not None:
         stall = f"NOT SURVIVED (exited {r['exit_after_stall_s']} s after it, code {r['exit_code']})"
     else:
-        stall = f"ok ({r['finals_after_stall']} finals after it)"
+        told = having("stall") + having("gap")
+        stall = f"ok ({r['finals_after_stall']} finals after it, {len(told)} line{'s' if len(told) != 1 else ''})"
     out.append(("stall (SIGSTOP)", "; ".join(having("stall") + having("gap") + lost[:1]) or "(no line)", stall))
     if "overload" not in injected:
         overload = "not reached (the run ended first)"

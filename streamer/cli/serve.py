@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sessions per replica that autoscaling aims at (default: half of --max-sessions)")
     r.add_argument("--replica-cpus", type=finite_float, metavar="N", help="CPUs each replica reserves (default 1)")
     r.add_argument("--replica-gpus", type=finite_float, metavar="N",
-                   help="GPUs each replica reserves (default 0; fractions share a GPU; give --device cuda too)")
+                   help="GPUs each replica reserves (default 0; fractions share a GPU; --device auto, the default, then "
+                   "runs the model on it)")
     p.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
     return p
 

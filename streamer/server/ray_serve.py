@@ -50,7 +50,8 @@ class RayOptions:
     max_replicas: int = 1
     #: Sessions per replica that autoscaling aims at; None: half of --max-sessions.
     target_sessions: float | None = None
-    #: Ray resources each replica reserves (num_gpus > 0: give --device cuda too).
+    #: Ray resources each replica reserves. Ray hides the GPUs a replica did not reserve (CUDA_VISIBLE_DEVICES), so
+    #: --device auto (the default) runs on the replica's GPU when num_gpus > 0 and on the CPU otherwise.
     replica_cpus: float = 1.0
     replica_gpus: float = 0.0
     #: How long a replica being removed (scale-down, shutdown) waits for its connections to end, seconds.

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -114,6 +115,8 @@ def main() -> int:
     ray = str(Path(sys.executable).with_name("ray"))
     temp = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))
     gcs = free_port()
+    # Token authentication with a token of its own (no ~/.ray/auth_token read or written).
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     try:
         subprocess.run([ray, "start", "--head", "--num-cpus", str(a.cluster_cpus), "--port", str(gcs),
                         "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -93,7 +94,9 @@ def ray_cluster():
     a bound) however the tests end."""
     temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's Unix socket paths must fit 107 bytes
     port = free_port()
-    env = streamer_env(temp)
+    # Token authentication, as Ray sets up new clusters, with a token of its own (no ~/.ray/auth_token is
+    # read or written: whether one exists would decide the mode otherwise).
+    env = streamer_env(temp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     stop = [ray_cli(), "stop", "--force"]
     try:
         started = subprocess.run([ray_cli(), "start", "--head", "--num-cpus", "2", "--port", str(port),
@@ -233,5 +236,22 @@ def test_two_replicas_serve_two_concurrent_vosk_clients_each_on_one_replica(ray_
         assert "streamer: stopping the server" in server.text()
         wait_for(lambda: port_is_closed(port), "Serve's proxy to stop listening", 60)
         assert "Zq9-xyzzy" not in server.text() and want[0] not in server.text()  # no secrets, no transcripts
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_a_model_that_does_not_load_on_the_replicas_is_one_line_and_leaves_nothing_deployed(ray_cluster, tmp_path):
+    address, env, _ = ray_cluster
+    port = free_port()
+    server = ServeProcess(["--ray", "--ray-address", address, "--model", str(tmp_path / "no-such-model"), "--websocket",
+                           f"ws://127.0.0.1:{port}", "--replica-cpus", "0.5"], env, tmp_path)
+    try:
+        server.proc.wait(240)
+        server.reader.join(10)
+        last = server.text().strip().splitlines()[-1]
+        assert server.proc.returncode == 2, server.text()
+        assert last.startswith("streamer: error: the Ray Serve replicas did not start: model folder not found:"), last
+        assert port_is_closed(port)  # the application and Serve's proxy are gone
     finally:
         server.kill()

@@ -18,6 +18,7 @@ Only this module imports ray, fastapi and starlette; only `streamer.cli.serve` i
 # "WebSocket" it cannot resolve through serve.ingress would make `websocket` a query parameter).
 import logging
 import math
+import re
 import signal
 import sys
 import threading
@@ -177,7 +178,9 @@ class StreamerReplica:
 
     async def __del__(self) -> None:
         # Serve removes a replica only when its connections have ended or graceful_shutdown_s has passed.
-        await self.server.stop()
+        server = getattr(self, "server", None)  # None: the constructor failed (a model that did not load)
+        if server is not None:
+            await server.stop()
 
 
 def serve_ray(options: ServeOptions, ray_options: RayOptions) -> int:
@@ -201,7 +204,8 @@ def serve_ray(options: ServeOptions, ray_options: RayOptions) -> int:
         ray.init(address=ray_options.address, logging_level=logging.WARNING, configure_logging=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"cannot join the Ray cluster {ray_options.address or '(local)'}: {exc}",
-                          "start one with `ray start --head`, or check --ray-address") from exc
+                          "start one with `ray start --head`, or check --ray-address; a cluster with token "
+                          "authentication also needs RAY_AUTH_MODE=token here") from exc
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     # After ray.init: its core worker installs a SIGTERM handler of its own (it would end us mid-deletion).
     stop = threading.Event()
@@ -216,8 +220,9 @@ def serve_ray(options: ServeOptions, ray_options: RayOptions) -> int:
                                    logging_config={"log_level": "WARNING"})
                 description = handle.describe.remote().result(timeout_s=60)
             except RuntimeError as exc:
-                raise ConfigError(f"the Ray Serve replicas did not start: {str(exc).splitlines()[0]}",
-                                  "see the replica's error above, or `serve status`") from exc
+                reason = _failure_reason() or str(exc).splitlines()[0]
+                raise ConfigError(f"the Ray Serve replicas did not start: {reason}",
+                                  "the replica's traceback is above; `serve status` has it too") from exc
             target = deployment_options(options, ray_options)["autoscaling_config"]["target_ongoing_requests"]
             print(f"streamer: serving {description} on Ray Serve: websocket on ws://{host}:{port}, "
                   f"{ray_options.min_replicas}-{ray_options.max_replicas} replicas (max {limits.max_sessions} "
@@ -233,6 +238,22 @@ def serve_ray(options: ServeOptions, ray_options: RayOptions) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _failure_reason() -> str | None:
+    """The streamer error a replica's constructor raised (a model that does not load, ...), from the failed
+    application's status: Serve's own exception only says that the deployment failed."""
+    try:
+        app = serve.status().applications.get(APP_NAME)
+    except Exception:
+        return None
+    if app is None:
+        return None
+    for text in [app.message, *(d.message for d in app.deployments.values())]:
+        found = re.findall(r"streamer\.errors\.\w+: (.+)", text or "")
+        if found:
+            return str(found[-1]).strip()
+    return None
 
 
 def _undeploy() -> None:

@@ -241,9 +241,13 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
         interrupted = True  # stop below: the pending segment is flushed as a final and every output written
     finally:
         session.stop()
-    session.raise_errors()
-    for line in session.warnings():
+    for line in session.warnings():  # what was lost is told even when a failure ends the run below
         stderr_line(f"streamer: {line}")
+    errors = session.errors()
+    for extra in errors[1:]:  # several faults: each one line; the first is raised for the exit code
+        stderr_line(f"streamer: error: {extra.one_line() if isinstance(extra, StreamerError) else extra}")
+    if errors:
+        raise errors[0]
     if interrupted and interrupt_exit:
         stderr_line(f"streamer: interrupted after {session.processed_s:.1f} s of audio; the outputs hold the "
                     "transcript up to there")

@@ -154,14 +154,21 @@ class Session:
         """NaN / Inf input samples the source replaced with zeros."""
         return self.source.nonfinite_samples()
 
+    def errors(self) -> list[BaseException]:
+        """After stop(): every failure, in the order they matter: the worker, the outputs, the source."""
+        found: list[BaseException] = []
+        if self.worker.error is not None:
+            found.append(self.worker.error)
+        found.extend(self.worker.sink_errors)
+        if self.source.error is not None:
+            found.append(self.source.error)
+        return found
+
     def raise_errors(self) -> None:
         """After stop(): the first failure of the worker, an output, or the source, as raised there."""
-        if self.worker.error is not None:
-            raise self.worker.error
-        if self.worker.sink_errors:
-            raise self.worker.sink_errors[0]
-        if self.source.error is not None:
-            raise self.source.error
+        found = self.errors()
+        if found:
+            raise found[0]
 
     def warnings(self) -> list[str]:
         """Lines for the user about audio lost on the way (after stop())."""

@@ -372,7 +372,7 @@ class Capture:
         lost = [f"{missing_s:.1f} s of audio missing"] if missing_s else []
         lost += [f"{dropped_s:.1f} s dropped catching up"] if dropped_s >= 0.05 else []
         reason = (f"streamer was stalled for {self._stall_s:.1f} s (stopped, suspended or starved of CPU): "
-                  f"{', '.join(lost) or 'no audio lost'}; listening again")
+                  f"{', '.join(lost) or 'nothing missing at the input'}; listening again")
         self._stall_at, self._stall_s = None, 0.0
         return reason
 

@@ -738,7 +738,7 @@ def analyse(mix: Mix, ref: RunRecord, rec: RunRecord, live: bool) -> dict[str, A
 
 
 def _device_lost(line: str) -> bool:
-    """A line that says the input device is gone (not 'no audio was lost', not the full disk's 'on device')."""
+    """A line that says the input device is gone (not a stall line, not the full disk's 'on device')."""
     low = line.lower()
     return "device" in low and any(w in low for w in ("lost", "gone", "disappeared", "changed", "removed")) \
         and "no space left on device" not in low

@@ -429,7 +429,9 @@ def test_ctrl_c_on_a_file_run_exits_130_with_the_outputs_written(tmp_path):
     out = tmp_path / "t.txt"
     p = subprocess.Popen([sys.executable, "-m", "streamer", "--model", "demo", "--no-tui", "--file", str(SESSION),
                           "--replay", "realtime", "--output", str(out)], cwd=tmp_path, env=streamer_env(tmp_path),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                         # SIGINT as at a terminal: a background job (CI) inherits it ignored
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
         time.sleep(0.1)  # polling for the first final (a condition, not a fixed wait)

@@ -4,9 +4,9 @@ measures it (streamer/bench/streams.py: the same clients, the same programs of d
 
     .venv/bin/python benchmarks/ray_serve_streams.py --streams 2,4,8 --seconds 15 [--model demo]
 
-Starts its own local cluster (`ray start --head --num-cpus C` in a temp dir) and stops it (`ray stop --force`)
-at the end, also on failure. Each replica reserves --replica-cpus CPUs (Ray sets its torch threads to that,
-at least 1). Prints a markdown table; --json writes the rows.
+Starts its own local cluster (`ray start --head --num-cpus C` in a temp dir, in a session of its own) and
+ends that session's processes at the end, also on failure. Each replica reserves --replica-cpus CPUs (Ray
+sets its torch threads to that, at least 1). Prints a markdown table; --json writes the rows.
 """
 
 from __future__ import annotations
@@ -39,6 +39,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def end_session(sid: int) -> None:
+    """SIGTERM, then SIGKILL, the processes of session `sid` (not `ray stop`: it ends every Ray on the machine)."""
+    def members() -> list[int]:
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(f[3]) == sid and f[0] != "Z":
+                    out.append(int(d.name))
+        return out
+
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+        for pid in members():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while members() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 class Server:
@@ -117,10 +142,15 @@ def main() -> int:
     gcs = free_port()
     # Token authentication with a token of its own (no ~/.ray/auth_token read or written).
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    # In a session of its own: the cluster's processes (GCS, raylet, Serve, replicas) are that session's.
+    start = subprocess.Popen([ray, "start", "--head", "--num-cpus", str(a.cluster_cpus), "--port", str(gcs),
+                              "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        subprocess.run([ray, "start", "--head", "--num-cpus", str(a.cluster_cpus), "--port", str(gcs),
-                        "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
-                       check=True, capture_output=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        out = start.communicate(timeout=120)[0]
+        if start.returncode != 0:
+            raise RuntimeError(f"ray start failed:\n{out}")
         for r in [int(x) for x in a.replicas.split(",")]:
             port = free_port()
             server = Server([*common, "--ray", "--ray-address", f"127.0.0.1:{gcs}", "--websocket", f"ws://127.0.0.1:{port}",
@@ -133,7 +163,9 @@ def main() -> int:
             finally:
                 server.stop()
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        if start.poll() is None:
+            start.kill()
+        end_session(start.pid)
         shutil.rmtree(temp, ignore_errors=True)
     print("| setup | N | partial p50 | p95 (worst stream) | clients behind (max) | load avg |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -2,12 +2,14 @@
 and its one-line errors (fast), and a real local cluster (`ray start --head`) with two replicas, two vosk
 clients at once at real-time pace (slow): each gets its own clip's text, each connection lives on one
 replica, and SIGTERM removes the application and Serve's proxy. Every wait is bounded; the cluster is
-stopped (`ray stop --force`) even when a test fails."""
+stopped even when a test fails (its own processes only: not `ray stop`, which would end every Ray on the
+machine)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import shutil
@@ -88,24 +90,61 @@ def ray_cli() -> str:
     return str(found) if found.exists() else (shutil.which("ray") or "ray")
 
 
+def session_members(sid: int) -> list[int]:
+    """The processes of session `sid` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def end_session(sid: int) -> None:
+    """SIGTERM every process of session `sid`, SIGKILL what is left after 15 s. Not `ray stop`: that ends every
+    Ray process on the machine, other people's clusters (and tests) included."""
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+        for pid in session_members(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while session_members(sid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not session_members(sid):
+            return
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """`ray start --head` with 2 CPUs in a temp dir of its own; yields its address. Stopped (forcefully, with
-    a bound) however the tests end."""
+    """`ray start --head` with 2 CPUs in a temp dir of its own, in a session of its own; yields its address.
+    However the tests end, every process of that session (GCS, raylet, agents, Serve's controller, proxy and
+    replicas: all started from it) is stopped, with a bound."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to find the cluster's processes")
     temp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's Unix socket paths must fit 107 bytes
     port = free_port()
     # Token authentication, as Ray sets up new clusters, with a token of its own (no ~/.ray/auth_token is
     # read or written: whether one exists would decide the mode otherwise).
     env = streamer_env(temp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    stop = [ray_cli(), "stop", "--force"]
+    start = subprocess.Popen([ray_cli(), "start", "--head", "--num-cpus", "2", "--port", str(port),
+                              "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        started = subprocess.run([ray_cli(), "start", "--head", "--num-cpus", "2", "--port", str(port),
-                                  "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
-                                 env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        assert started.returncode == 0, started.stdout + started.stderr
+        out = start.communicate(timeout=120)[0]
+        assert start.returncode == 0, out
         yield f"127.0.0.1:{port}", env, temp
     finally:
-        subprocess.run(stop, env=env, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+        if start.poll() is None:
+            start.kill()
+            start.wait(10)
+        end_session(start.pid)
         shutil.rmtree(temp, ignore_errors=True)
 
 

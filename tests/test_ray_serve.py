@@ -105,9 +105,9 @@ def session_members(sid: int) -> list[int]:
 
 
 def end_session(sid: int) -> None:
-    """SIGTERM every process of session `sid`, SIGKILL what is left after 15 s. Not `ray stop`: that ends every
+    """SIGTERM every process of session `sid`, SIGKILL what is left after 5 s. Not `ray stop`: that ends every
     Ray process on the machine, other people's clusters (and tests) included."""
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 10.0)):
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         for pid in session_members(sid):
             try:
                 os.kill(pid, sig)
@@ -292,5 +292,58 @@ def test_a_model_that_does_not_load_on_the_replicas_is_one_line_and_leaves_nothi
         assert server.proc.returncode == 2, server.text()
         assert last.startswith("streamer: error: the Ray Serve replicas did not start: model folder not found:"), last
         assert port_is_closed(port)  # the application and Serve's proxy are gone
+    finally:
+        server.kill()
+
+
+@pytest.mark.slow
+def test_sessions_scale_the_replicas_out_and_held_connections_stay_put(ray_cluster, tmp_path):
+    """--target-sessions 1 with one replica and two open sessions: Serve adds the second replica (after its
+    30 s upscale delay); new connections then reach it, the two held ones stay where they are."""
+    import websockets
+
+    address, env, _ = ray_cluster
+    port = free_port()
+    server = ServeProcess(["--ray", "--ray-address", address, "--model", "demo", "--websocket", f"ws://127.0.0.1:{port}",
+                           "--min-replicas", "1", "--max-replicas", "2", "--target-sessions", "1", "--max-sessions", "4",
+                           "--replica-cpus", "0.5"], env, tmp_path)
+    uri = f"ws://127.0.0.1:{port}/"
+
+    async def go():
+        stop = asyncio.Event()
+
+        async def hold():
+            async with websockets.connect(uri, open_timeout=TIMEOUT_S) as ws:
+                replica = ws.response.headers.get(REPLICA_HEADER)
+                await ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+                while not stop.is_set():  # silence at real-time pace
+                    await ws.send(bytes(3200))
+                    await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+                    await asyncio.sleep(0.1)
+                await ws.send('{"eof" : 1}')
+                await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+                return replica
+
+        async def probe():
+            async with websockets.connect(uri, open_timeout=TIMEOUT_S) as ws:
+                return ws.response.headers.get(REPLICA_HEADER)
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        seen: set = set()
+        deadline = time.monotonic() + 150
+        while len(seen) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(2)
+            seen.add(await probe())
+        stop.set()
+        return await asyncio.gather(*holders), seen
+
+    try:
+        server.wait_for_line("streamer: serving", 300)
+        held, seen = asyncio.run(asyncio.wait_for(go(), 240))
+        assert len(seen) == 2 and None not in seen, seen  # a second replica came up and took connections
+        assert held[0] == held[1] and held[0] in seen  # both sessions started on the one replica there was
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(120)
+        assert server.proc.returncode == 0, server.text()
     finally:
         server.kill()

@@ -142,3 +142,21 @@ def wait_for(condition, what: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
+
+
+class RecordingTyper:
+    """A typing tool that records what it was asked to do (sinks.typing.Typer)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def type_text(self, text):
+        self.calls.append(("type", text))
+
+    def press(self, chord):
+        self.calls.append(("press", chord))
+
+    def backspace(self, n):
+        self.calls.append(("backspace", n))

@@ -17,6 +17,7 @@ from streamer.sinks.commands import best_match, load_commands
 from streamer.sinks.desktop import DesktopOptions, DesktopSink, build_desktop_sink
 
 from desktop_fixtures import demo_model_or_skip, espeak_clip, run_streamer, speech_clip, tiny_model, wait_for  # noqa: F401
+from helpers import RecordingTyper
 
 MARKER_SCRIPT = "import sys; open(sys.argv[1], 'a').write(repr(sys.argv[1:]) + '\\n')"
 
@@ -53,20 +54,6 @@ class Said(list):
         self.append(msg)
 
 
-class FakeTyper:
-    name = "fake"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def type_text(self, text):
-        self.calls.append(("type", text))
-
-    def press(self, chord):
-        self.calls.append(("press", chord))
-
-    def backspace(self, n):
-        self.calls.append(("backspace", n))
 
 
 def sink_for(path: Path, commands_only=True, typer=None, **opts):
@@ -240,13 +227,13 @@ def test_confirmation_flow(tmp_path):
 def test_keys_and_insert_actions_and_dictation_around_them(tmp_path):
     path = write(tmp_path, '[commands.save]\nphrase = "save the file"\nkeys = ["ctrl+s"]\n'
                            '[commands.sign]\nphrase = "insert signature"\ninsert = " Best regards"\n')
-    typer = FakeTyper()
+    typer = RecordingTyper()
     sink, said = sink_for(path, commands_only=False, typer=typer, type=True)
     for text in ["HELLO PERIOD", "SAVE THE FILE", "INSERT SIGNATURE", "SCRATCH THAT", "BYE"]:
         sink.process(text, 1.0)
     assert typer.calls == [("type", "Hello."), ("press", "ctrl+s"), ("type", " Best regards"),
                            ("backspace", len(" Best regards")), ("type", " Bye")]
-    only_typer = FakeTyper()
+    only_typer = RecordingTyper()
     sink, _ = sink_for(path, commands_only=True, typer=only_typer)
     for text in ["HELLO", "INSERT SIGNATURE"]:
         sink.process(text, 1.0)

@@ -15,6 +15,7 @@ from streamer.sinks.dictation import Delete, Dictation, Insert, ShapingConfig
 from streamer.sinks.typing import WtypeTyper, XdotoolTyper, YdotoolTyper, detect_typer, parse_chord
 
 from desktop_fixtures import run_streamer, speech_clip, tiny_model, wait_for, xvfb  # noqa: F401
+from helpers import RecordingTyper
 
 needs_xdotool = pytest.mark.skipif(not shutil.which("xdotool"), reason="xdotool is not installed (scripts/setup.sh)")
 
@@ -142,20 +143,6 @@ def test_detection():
 
 
 # -- newlines: Return runs the line in a terminal, so it is pressed only with --type-newlines ---------------
-class RecordingTyper:
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def type_text(self, text):
-        self.calls.append(("type", text))
-
-    def press(self, chord):
-        self.calls.append(("press", chord))
-
-    def backspace(self, n):
-        self.calls.append(("backspace", n))
 
 
 class FakeClipboard:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from streamer.bench.cli import csv, say
-from streamer.bench.parts import repo_root
+from streamer.bench.corpus import repo_root
 from streamer.core.config import Config
 from streamer.errors import ConfigError
 

@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamer.bench.cli import csv, say
+from streamer.bench.corpus import repo_root
+from streamer.bench.suite import BUSY_LOOP
 from streamer.cli.args import config_from_args
 from streamer.core.config import Config, ModelConfig
 from streamer.errors import ConfigError, StreamerError
 
 if TYPE_CHECKING:  # the parts import suite where they use it
     from streamer.bench.suite import Workload
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def _demo_available() -> bool:
@@ -243,8 +241,6 @@ def part_sweep(args, config: Config) -> dict:
     return {"sweep": rows}
 
 
-#: A busy loop standing in for whatever else runs on a desktop (one core's worth).
-BUSY_LOOP = "import time\nend = time.time() + 600\nwhile time.time() < end: pass\n"
 
 
 def part_threads(args, config: Config) -> dict:

@@ -41,7 +41,12 @@ from typing import Any
 
 import numpy as np
 
-MODEL_SAMPLE_RATE = 16000
+from streamer.bench.cli import say
+from streamer.bench.corpus import repo_root
+from streamer.bench.pulse import PulseMic
+from streamer.bench.suite import BUSY_LOOP, host, loadavg
+from streamer.core.config import MODEL_SAMPLE_RATE
+
 #: Room tone between items (-80 dBFS noise, as in corpus.py).
 ROOM_TONE_RMS = 1e-4
 GAP_RANGE_S = (0.3, 3.0)
@@ -66,17 +71,8 @@ DEVICE_LOSS_GRACE_S = 20.0
 #: Latency drift windows: the first and last ten minutes of audio (a third of it in shorter runs).
 DRIFT_WINDOW_S = 600.0
 POLL_S = 0.1
-BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 #: Stderr lines that are not faults.
 INFO_PREFIXES = ("streamer: listening on ",)
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def say(msg: str) -> None:
-    print(f"streamer bench: {msg}", file=sys.stderr, flush=True)
 
 
 # -- the recording ------------------------------------------------------------------------------------------------
@@ -293,62 +289,6 @@ class Overload:
         self.procs = []
 
 
-class PulseMic:
-    """A private PulseAudio server with a null sink `vmic` whose monitor is the default source (the approach
-    of tests/virtual_mic.py): what paplay plays into the sink is what streamer records."""
-
-    def __init__(self, folder: Path, sink_rate_hz: int = 44100) -> None:
-        from streamer.errors import ConfigError
-
-        for tool in ("pulseaudio", "pactl", "paplay"):
-            if shutil.which(tool) is None:
-                raise ConfigError(f"{tool} is not installed", "apt-get install pulseaudio pulseaudio-utils "
-                                  "(needed for --soak-live)")
-        runtime, state = folder / "runtime", folder / "state"
-        runtime.mkdir(parents=True, exist_ok=True)
-        state.mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ, PULSE_RUNTIME_PATH=str(runtime), PULSE_STATE_PATH=str(state))
-        self.env.pop("PULSE_SERVER", None)
-        self.log = folder / "pulseaudio.log"
-        cmd = ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "-n",
-               "--load=module-native-protocol-unix",
-               f"--load=module-null-sink sink_name=vmic rate={sink_rate_hz} channels=2",
-               f"--log-target=file:{self.log}"]
-        self.process = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode != 0:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise ConfigError("pulseaudio did not start", f"see {self.log}")
-            time.sleep(0.05)
-        self.pactl("set-default-sink", "vmic")
-        self.pactl("set-default-source", "vmic.monitor")
-
-    def pactl(self, *args: str) -> str:
-        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, check=True).stdout
-
-    def play(self, wav: Path) -> subprocess.Popen:
-        return subprocess.Popen(["paplay", "--device=vmic", str(wav)], env=self.env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-
-    def unload_sink(self) -> None:
-        """The device disappears: the null sink (and its monitor, the capture source) is unloaded."""
-        for line in self.pactl("list", "short", "modules").splitlines():
-            cols = line.split("\t")
-            if len(cols) > 1 and cols[1] == "module-null-sink":
-                self.pactl("unload-module", cols[0])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 # -- one run of the CLI -------------------------------------------------------------------------------------------
 @dataclass
 class RunRecord:
@@ -451,7 +391,7 @@ def soak_run(model: str, mix: Mix, wav: Path, folder: Path, live: bool, timeout_
                 time.sleep(POLL_S)
             if listening.is_set():
                 assert mic is not None
-                player = mic.play(wav)
+                player = mic.play(wav, wait=False)
                 rec.play_started = time.time()
         while proc.poll() is None:
             if time.monotonic() > deadline:
@@ -847,16 +787,7 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def machine() -> dict[str, Any]:
-    import platform
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(), "nice": os.nice(0)}
+    return {**host(), "nice": os.nice(0)}
 
 
 def git_state() -> dict[str, Any]:
@@ -869,13 +800,6 @@ def git_state() -> dict[str, Any]:
 
     return {"commit": git("rev-parse", "--short", "HEAD").strip(),
             "changed": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def run_soak(minutes: float, live: bool = False, model: str = "demo", folder: Path | None = None,

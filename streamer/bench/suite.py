@@ -20,20 +20,28 @@ from streamer.bench.runs import BLOCK_MS, RUNNERS, RunResult, block_samples, run
 from streamer.core.config import MODEL_SAMPLE_RATE, Config, ModelConfig, WindowConfig
 from streamer.core.events import VadEvent
 
+#: A busy loop standing in for whatever else runs on a desktop (one core's worth); its starters kill it.
+BUSY_LOOP = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 
-def machine() -> dict:
-    import torch
-    import transformers
 
+def host() -> dict:
+    """The CPU, its usable cores, the platform and Python (no torch import: the soak harness uses it too)."""
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def machine() -> dict:
+    import torch
+    import transformers
+
     info = {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+        **host(), "torch": torch.__version__,
         "transformers": transformers.__version__, "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
     }
     try:

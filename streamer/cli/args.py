@@ -60,6 +60,13 @@ def split_hotwords(values: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def add_model_argument(p: argparse.ArgumentParser) -> None:
+    """--model as `streamer` and `streamer serve` take it (the benchmark names its models differently)."""
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
+                   help=f"hub id, local HF model folder, or 'demo' for the bundled demo model (default {DEFAULT_MODEL})")
+
+
 def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
     """Compute, window and VAD flags (not --model: the benchmark names its models differently)."""
     d_vad, d_win, d_model = VadConfig(), WindowConfig(), ModelConfig()
@@ -144,9 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--offline", action="store_true", help="decode the whole file at once (the Hugging Face reference decode)")
     src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     src.add_argument("--input-device", metavar="INDEX_OR_NAME", help="input device: index or part of its name")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
-                   help=f"hub id, local HF model folder, or 'demo' for the bundled demo model (default {DEFAULT_MODEL})")
+    add_model_argument(p)
     add_streaming_arguments(p)
     o = p.add_argument_group("output")
     o.add_argument("--no-tui", action="store_true", help="plain output: each final on its own stdout line")

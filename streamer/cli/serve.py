@@ -6,8 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from streamer.cli.args import Parser, add_streaming_arguments, config_from_args, finite_float, positive_int
-from streamer.core.config import DEFAULT_MODEL
+from streamer.cli.args import Parser, add_model_argument, add_streaming_arguments, config_from_args, finite_float, positive_int
 from streamer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,9 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = p.add_argument_group("endpoints (at least one)")
     e.add_argument("--wyoming", metavar="tcp://HOST:PORT", help="Wyoming ASR endpoint, e.g. tcp://127.0.0.1:10300")
     e.add_argument("--websocket", metavar="ws://HOST:PORT", help="vosk-compatible WebSocket endpoint, e.g. ws://127.0.0.1:2700")
-    m = p.add_argument_group("model")
-    m.add_argument("--model", default=DEFAULT_MODEL, metavar="ID_OR_DIR",
-                   help=f"hub id, local HF model folder, or 'demo' (default {DEFAULT_MODEL})")
+    add_model_argument(p)
     add_streaming_arguments(p)
     lim = p.add_argument_group("limits and safety")
     lim.add_argument("--max-sessions", type=positive_int, default=d.max_sessions,

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PACKAGES=(espeak-ng sox libsndfile1 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
-              tmux xvfb xclip xdotool)
+              tmux xvfb xclip xdotool g++)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -49,6 +49,13 @@ fi
 # Optional beam search (pyctcdecode) without its numpy<2 pin: it works with numpy 2 (tests/test_beam.py).
 if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('pyctcdecode') is None)" 2>/dev/null; then
   pip_quiet install -q --no-deps "pyctcdecode==0.5.0" "pygtrie>=2.1,<3"
+  installed=1
+fi
+# kenlm for the demo model's language-model finals (on by default): no wheel on PyPI, so pip builds it from
+# the sdist with g++ (about 2 min on 2 cores).
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('kenlm') is None)" 2>/dev/null; then
+  echo "setup: building kenlm (once, about 2 min)"
+  pip_quiet install -q "kenlm==0.3.0"
   installed=1
 fi
 if [ "$installed" = 1 ]; then

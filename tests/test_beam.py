@@ -118,6 +118,8 @@ def test_cli_beam_decoder_with_hotwords(tmp_path, tiny_model, speech_clip, capsy
 
 @pytest.mark.slow
 def test_cli_lm_needs_beam_and_an_existing_file(tmp_path, speech_clip):
+    """--lm turns beam search on (--decoder auto); with --decoder greedy it is refused (tests/test_language_model.py)."""
+    needs_pyctcdecode()
     out = run_streamer(["--file", str(speech_clip), "--no-tui", "--lm", "x.arpa"], tmp_path, timeout=60)
     assert out.returncode == 2 and out.stderr.strip() == (
-        "streamer: error: --lm needs --decoder beam (add --decoder beam; it needs pip install 'streamer[beam]')")
+        "streamer: error: language model file x.arpa does not exist (give a KenLM .arpa or .bin file to --lm)")

@@ -19,9 +19,10 @@ class OutputOptions:
 
 @dataclass(frozen=True)
 class DecoderOptions:
-    """How finals are decoded: greedy, or beam search (pyctcdecode) with an optional KenLM and hotwords."""
+    """How finals are decoded: auto (beam search with the language model the checkpoint ships, or --lm; else
+    greedy), greedy, or beam search (pyctcdecode) with an optional KenLM and hotwords."""
 
-    kind: str = "greedy"
+    kind: str = "auto"
     beam_width: int = DEFAULT_BEAM_WIDTH
     lm: str | None = None
     hotwords: tuple[str, ...] = ()

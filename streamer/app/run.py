@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamer.app.options import DecoderOptions, RunOptions
@@ -19,11 +20,12 @@ from streamer.audio.source import SourceFactory
 from streamer.core.config import MODEL_SAMPLE_RATE, check_frame_grid
 from streamer.core.events import FinalEvent
 from streamer.core.recognizer import FinalRescorer, FrameModel
-from streamer.errors import ConfigError, OutOfMemory, StreamerError
+from streamer.errors import ConfigError, MissingDependencyError, OutOfMemory, StreamerError
 from streamer.sinks import Sink
 
 if TYPE_CHECKING:  # imported where used: the desktop sink pulls in its tools only when asked for
     from streamer.audio.files import AudioInput
+    from streamer.model.language_model import LanguageModelFiles
     from streamer.sinks.desktop import DesktopSink
 
 #: Exit code of a file run interrupted with Ctrl+C: the outputs hold everything up to then, not the rest.
@@ -49,12 +51,13 @@ def check_decoder(decoder: DecoderOptions) -> None:
         raise ConfigError(f"--beam-width must be at least 1, not {decoder.beam_width}", "the default is a good start")
     if any(not h.strip() for h in decoder.hotwords):
         raise ConfigError("an empty hotword was given", "separate hotwords with commas, e.g. --hotwords \"alpha,beta\"")
-    if decoder.kind == "beam":
+    if decoder.kind == "beam" or decoder.lm:
+        if decoder.kind == "greedy":
+            raise ConfigError("--lm needs beam search, and --decoder greedy turns it off",
+                              "drop --decoder greedy; beam search needs pip install 'streamer[beam]'")
         from streamer.model.beam import check_available
 
         check_available(decoder.lm)
-    elif decoder.lm:
-        raise ConfigError("--lm needs --decoder beam", "add --decoder beam; it needs pip install 'streamer[beam]'")
 
 
 def prepare_outputs(opts: RunOptions) -> DesktopSink | None:
@@ -84,19 +87,43 @@ def open_outputs(opts: RunOptions) -> list[Sink]:
     return sinks
 
 
+def shipped_language_model(decoder: DecoderOptions, ctc: FrameModel) -> LanguageModelFiles | None:
+    """The checkpoint's own n-gram LM when finals should use it: --decoder auto or beam, no --lm file. It is
+    checked against the vocabulary (one line naming the bad file). Under auto, a missing pyctcdecode/kenlm is
+    a one-line warning and greedy finals: the default run keeps working; --decoder beam makes it an error."""
+    folder: Path | None = getattr(ctc, "language_model_dir", None)
+    if folder is None or decoder.kind == "greedy" or decoder.lm:
+        return None
+    from streamer.model.beam import check_available
+    from streamer.model.language_model import read_language_model
+
+    lm = read_language_model(folder, ctc.vocabulary)
+    try:
+        check_available(language_model=True)
+    except MissingDependencyError as exc:
+        if decoder.kind != "auto":
+            raise
+        stderr_line(f"streamer: warning: the model ships a language model but {exc.message}, so finals are decoded "
+                    f"greedily ({exc.hint}, or pass --decoder greedy)")
+        return None
+    return lm
+
+
 def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSink | None) -> FinalRescorer | None:
-    """Beam search for finals when asked for; None keeps greedy decoding."""
+    """Beam search for finals when asked for, or by default when the checkpoint ships a language model (or
+    --lm gives one); None keeps greedy decoding. Partials stay greedy either way."""
     hotwords = [*decoder.hotwords, *(desktop.hotwords if desktop else ())]
-    if decoder.kind != "beam":
+    shipped = shipped_language_model(decoder, ctc)
+    if decoder.kind == "greedy" or decoder.kind == "auto" and shipped is None and not decoder.lm:
         if decoder.hotwords:
             stderr_line("streamer: note: --hotwords only bias beam search (--decoder beam); greedy decoding ignores them")
         return None
     from streamer.model.beam import BeamRescorer
 
     rescorer = BeamRescorer(ctc.vocabulary, lm_path=decoder.lm, hotwords=hotwords, beam_width=decoder.beam_width,
-                            hotword_weight=decoder.hotword_weight)
-    status(f"streamer: beam search of finals (width {decoder.beam_width}"
-           + (f", language model {decoder.lm}" if decoder.lm else "") + f", {len(rescorer.hotwords)} hotwords)")
+                            hotword_weight=decoder.hotword_weight, language_model=shipped)
+    lm = f", language model {decoder.lm}" if decoder.lm else f", language model {shipped.describe()}" if shipped else ""
+    status(f"streamer: beam search of finals (width {decoder.beam_width}{lm}, {len(rescorer.hotwords)} hotwords)")
     return rescorer
 
 

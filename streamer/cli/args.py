@@ -184,11 +184,14 @@ def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--commands", metavar="FILE", help="TOML file of voice commands (phrases -> insert, keys or run)")
     d.add_argument("--commands-only", action="store_true", help="voice commands only: nothing is dictated")
     b = p.add_argument_group("decoding")
-    b.add_argument("--decoder", choices=("greedy", "beam"), default="greedy",
-                   help="greedy (default) or beam search of finals (needs streamer[beam]; uses --lm and hotwords)")
+    b.add_argument("--decoder", choices=("auto", "greedy", "beam"), default="auto",
+                   help="how finals are decoded: auto (default: beam search with the n-gram language model a "
+                        "checkpoint ships in language_model/, or --lm; else greedy), greedy, or beam (needs "
+                        "streamer[beam]; uses the shipped LM or --lm, and hotwords). Partials are always greedy")
     b.add_argument("--beam-width", type=positive_int, default=DEFAULT_BEAM_WIDTH,
                    help=f"beam width (default {DEFAULT_BEAM_WIDTH})")
-    b.add_argument("--lm", metavar="FILE", help="KenLM language model (.arpa or .bin) for beam search")
+    b.add_argument("--lm", metavar="FILE", help="KenLM language model (.arpa or .bin) for beam search of finals "
+                   "(instead of the one the model ships)")
     b.add_argument("--hotwords", action="append", default=[], metavar="PHRASE",
                    help="words or phrases beam search should prefer, separated by commas (repeatable; the command "
                         "phrases are added)")

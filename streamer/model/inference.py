@@ -9,6 +9,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -96,7 +97,8 @@ class CTCModel:
     `lock`)."""
 
     def __init__(self, model, processor, name: str, device: str, dtype, quantized: bool,
-                 config: ModelConfig | None = None, parameters: int | None = None) -> None:
+                 config: ModelConfig | None = None, parameters: int | None = None,
+                 language_model_dir: Path | None = None) -> None:
         import torch
 
         self.model = model
@@ -124,6 +126,8 @@ class CTCModel:
         #: hand-off are shared); where a cross-stream batching scheduler would take the windows of all streams.
         self.lock = FairLock()
         self.call_stats = CallStats()
+        #: The checkpoint's n-gram language model folder (streamer.model.language_model), or None.
+        self.language_model_dir = language_model_dir
         self._conv = tuple(zip(cfg.conv_kernel, cfg.conv_stride))
 
     def view(self, scheduler: WindowScheduler | None = None) -> ModelView:

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from streamer.core.config import DEMO_MODEL_NAME, ModelConfig
 from streamer.errors import ModelLoadError, NoCTCHeadError
 from streamer.model.inference import CTCModel
+from streamer.model.language_model import find_language_model
 from streamer.model.runtime import check_threads
 
 #: Seconds to wait for the hub's address before calling it unreachable (instead of transformers' retries).
@@ -95,8 +96,9 @@ def _is_cached(repo_id: str) -> bool:
         return False
 
 
-#: Files a CTC checkpoint needs from the hub (weights: safetensors preferred, else the PyTorch pickle).
-HUB_FILES = ["*.json", "*.txt", "*.safetensors"]
+#: Files a CTC checkpoint needs from the hub (weights: safetensors preferred, else the PyTorch pickle; an
+#: n-gram language model in the Wav2Vec2ProcessorWithLM layout when it ships one).
+HUB_FILES = ["*.json", "*.txt", "*.safetensors", "language_model/*"]
 
 
 def _fetch(repo_id: str) -> str:
@@ -177,7 +179,8 @@ def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
     n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
     dtype = pick_dtype(config.dtype, device)
     model, quantized = _place(model, config, device, dtype, n_parameters)
-    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters)
+    ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters,
+                   language_model_dir=find_language_model(Path(target)))
     if warmup:
         ctc.warmup()
     return ctc
@@ -204,7 +207,15 @@ def _load_processor(target: str, where: str):
         raise ModelLoadError(f"{where} is a {hf_config.model_type} model, not a wav2vec2-style CTC model",
                              "use a wav2vec2 / HuBERT / WavLM CTC checkpoint")
     try:
-        processor = AutoProcessor.from_pretrained(target)
+        if find_language_model(Path(target)) is not None:
+            # a Wav2Vec2ProcessorWithLM checkpoint: its tokenizer and features only (AutoProcessor would
+            # load the n-gram model through pyctcdecode, or fail without it); beam.py decodes with the LM
+            from transformers import AutoFeatureExtractor, AutoTokenizer, Wav2Vec2Processor
+
+            processor = Wav2Vec2Processor(feature_extractor=AutoFeatureExtractor.from_pretrained(target),
+                                          tokenizer=AutoTokenizer.from_pretrained(target))
+        else:
+            processor = AutoProcessor.from_pretrained(target)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{where} has no usable CTC processor/vocabulary (vocab.json, preprocessor_config.json)",
                              "use a fine-tuned CTC checkpoint that ships its tokenizer") from exc

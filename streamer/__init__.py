@@ -13,12 +13,53 @@ The core is push-based and free of I/O: feed 16 kHz mono float32 audio, get froz
 
 __version__ = "0.1.0"
 
-from streamer.app.session import Session, SessionOptions
-from streamer.core.config import Config, ModelConfig, VadConfig, WindowConfig
-from streamer.core.events import AudioChunk, Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent, Word
-from streamer.core.recognizer import Recognizer
-from streamer.errors import StreamerError
-from streamer.model import load_model
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers; at run time each name is imported when first used (__getattr__)
+    from streamer.app.session import Session, SessionOptions
+    from streamer.core.config import Config, ModelConfig, VadConfig, WindowConfig
+    from streamer.core.events import AudioChunk, Event, FinalEvent, LevelEvent, PartialEvent, StatsEvent, VadEvent, Word
+    from streamer.core.recognizer import Recognizer
+    from streamer.errors import StreamerError
+    from streamer.model import load_model
+
+#: name -> the module that defines it. Importing the package imports none of them (numpy, the session ...),
+#: so `streamer ctl` and `streamer --help` start fast.
+_LAZY = {
+    "Session": "streamer.app.session",
+    "SessionOptions": "streamer.app.session",
+    "Config": "streamer.core.config",
+    "ModelConfig": "streamer.core.config",
+    "VadConfig": "streamer.core.config",
+    "WindowConfig": "streamer.core.config",
+    "AudioChunk": "streamer.core.events",
+    "Event": "streamer.core.events",
+    "FinalEvent": "streamer.core.events",
+    "LevelEvent": "streamer.core.events",
+    "PartialEvent": "streamer.core.events",
+    "StatsEvent": "streamer.core.events",
+    "VadEvent": "streamer.core.events",
+    "Word": "streamer.core.events",
+    "Recognizer": "streamer.core.recognizer",
+    "StreamerError": "streamer.errors",
+    "load_model": "streamer.model",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AudioChunk", "Config", "Event", "FinalEvent", "LevelEvent", "ModelConfig", "PartialEvent", "Recognizer",

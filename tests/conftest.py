@@ -12,6 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 # Tests never read a developer's own ~/.config/streamer/config.toml (in-process and in subprocesses).
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="streamer-test-config-")
+# Live runs open a control socket (streamer ctl) named "default" under the runtime dir: each test run gets
+# its own, so runs side by side (and the user's own streamer) never meet. Short: a socket path holds 107 bytes.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="sr-", dir="/tmp")
 
 
 def _reinit_portaudio() -> None:

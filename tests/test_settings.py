@@ -78,7 +78,7 @@ def test_the_default_file_is_read_when_it_exists(tmp_path):
     ("hop-ms = 2.5\n", "bad value for 'hop-ms'"),
     ("no-tui = \"yes\"\n", "'no-tui' must be true or false"),
     ("device = \"tpu\"\n", "'device' must be one of \"auto\", \"cpu\", \"cuda\", not \"tpu\""),
-    ("clipboard = true\n", "'clipboard' must be one of \"replace\", \"append\", \"off\", not true"),
+    ("clipboard = true\n", "'clipboard' must be one of \"replace\", \"append\", \"paste\", \"off\", not true"),
     ("model = 3\n", "'model' must be a string, not 3"),
     ("output = 3\n", "'output' must be a list (or one value), not 3"),
     ("output = [1]\n", "'output' must be a list of strings, not 1"),

@@ -30,6 +30,16 @@ class DecoderOptions:
 
 
 @dataclass(frozen=True)
+class ControlOptions:
+    """The control socket (`streamer ctl`, streamer.app.control)."""
+
+    #: Instance name of the socket; None: no socket (file runs without --name, --no-control).
+    name: str | None = None
+    #: --start-paused: load and warm up the model, then wait paused for `streamer ctl resume` / SIGUSR1.
+    start_paused: bool = False
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """One run of `streamer`: where audio comes from, how it is shown, where transcripts go."""
 
@@ -51,6 +61,7 @@ class RunOptions:
     outputs: OutputOptions = field(default_factory=OutputOptions)
     decoder: DecoderOptions = field(default_factory=DecoderOptions)
     desktop: DesktopOptions = field(default_factory=DesktopOptions)
+    control: ControlOptions = field(default_factory=ControlOptions)
 
     @property
     def replay_mode(self) -> str:

@@ -5,6 +5,7 @@ dictation tools, beam search, the device), so a mistake costs no wait."""
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from streamer.errors import ConfigError, MissingDependencyError, OutOfMemory, St
 from streamer.sinks import Sink
 
 if TYPE_CHECKING:  # imported where used: the desktop sink pulls in its tools only when asked for
+    from streamer.app.control import ControlServer
     from streamer.audio.files import AudioInput
     from streamer.model.language_model import LanguageModelFiles
     from streamer.sinks.desktop import DesktopSink
@@ -232,10 +234,53 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     """Load the model, run one Session to the end of the stream (or Ctrl+C / SIGTERM / q), show it on the
     caption screen or as plain lines, and report what was lost. Every output is written on every exit path.
     Ctrl+C returns `interrupt_exit`: 0 for a live session (a normal way to stop), 130 for a file."""
+    desktop = prepare_outputs(opts)
+    say: list[Callable[[str], None]] = [stderr_line]  # the caption screen takes over while it is up
+    control = open_control(opts, lambda msg: say[0](msg))  # the name is claimed before the model loads
+    try:
+        return _run_session(opts, source, header, catch_up, interrupt_exit, desktop, control, say)
+    finally:
+        if control is not None:
+            control.close()
+
+
+def open_control(opts: RunOptions, say: Callable[[str], None]) -> ControlServer | None:
+    """The control socket of this run (streamer ctl), or None when it has none."""
+    if opts.control.name is None:
+        return None
+    from streamer.app.control import ControlServer
+
+    control = ControlServer(name=opts.control.name, say=say).open()
+    if control.replaced_stale:
+        status(f"streamer: replaced a stale control socket left by a stopped instance ({control.path})")
+    return control
+
+
+def attach_control(control: ControlServer, session: Session, model: str, sources: tuple[str, ...]) -> None:
+    """`streamer ctl` drives this session from now on; its status names the model and the sources."""
+    from streamer.app.control import ControlStatus
+
+    def current() -> ControlStatus:
+        state = "stopping" if session.stopping.is_set() else "paused" if session.paused else "listening"
+        return ControlStatus(control.name, os.getpid(), state, model, sources, time.monotonic() - control.started,
+                             control.utterances, session.dropped_samples(), session.processed_s)
+
+    session.add_handler(control.handle_event)
+    control.attach(session, current)
+
+
+def _on_sigusr1(session: Session) -> None:
+    """SIGUSR1 pauses or resumes (as `streamer ctl toggle`); on a thread, since pausing takes a lock."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1,
+                      lambda *_: threading.Thread(target=session.toggle_pause, name="sigusr1", daemon=True).start())
+
+
+def _run_session(opts: RunOptions, source: SourceFactory, header: str, catch_up: bool, interrupt_exit: int,
+                 desktop: DesktopSink | None, control: ControlServer | None, say: list[Callable[[str], None]]) -> int:
     from streamer.model import load_model
     from streamer.sinks.stdout import STDOUT_FAILED_EXIT, StdoutFinals
 
-    desktop = prepare_outputs(opts)
     config = opts.session.config
     status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
@@ -251,12 +296,22 @@ def run_captions(opts: RunOptions, source: SourceFactory, header: str, catch_up:
 
         ui = CaptionUI(model=ctc.description, audio=header, session=session)
         session.add_handler(ui.handle)
+        say[0] = ui.notify
         if desktop is not None:  # no stray stderr lines on the UI's screen: shown by it, or printed after it
             desktop.notify = ui.notify
     else:
         status(f"streamer: {ctc.description}; {header}")
         session.add_handler(notice_printer(stderr_line))  # stalls, device gaps, drops: told as they happen
     _on_sigterm(session.request_stop)
+    _on_sigusr1(session)
+    if opts.control.start_paused:
+        session.pause()
+    if control is not None:
+        attach_control(control, session, ctc.description, (header,))
+    if not opts.tui and (control is not None or opts.control.start_paused):
+        how = (f"streamer ctl pause|resume|toggle|status|quit{'' if control.name == 'default' else ' --name ' + control.name}"
+               if control is not None else "SIGUSR1 toggles")
+        stderr_line(f"streamer: ready, {'paused' if session.paused else 'listening'} ({how})")
     interrupted = False
     try:
         session.start()

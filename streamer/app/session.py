@@ -64,6 +64,7 @@ class Session:
         self._started = False
         self._stopped = False
         self._lock = threading.Lock()
+        self._pause_lock = threading.RLock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> Session:
@@ -125,18 +126,29 @@ class Session:
         return self.paused_event.is_set()
 
     def pause(self) -> None:
-        self.paused_event.set()
+        """Stop listening from the audio captured so far: the utterance in progress is finalised at once
+        (push-to-talk: the final comes about one model pass after the key is released), and from here the
+        recognizer hears silence. Any thread (not a signal handler: it takes a lock)."""
+        with self._pause_lock:
+            if not self.paused_event.is_set():
+                self.worker.pause_at(self.ring.write_pos)
+                self.paused_event.set()
 
     def resume(self) -> None:
-        self.paused_event.clear()
+        """Listen again from the audio captured from now on."""
+        with self._pause_lock:
+            if self.paused_event.is_set():
+                self.worker.resume_at(self.ring.write_pos)
+                self.paused_event.clear()
 
     def toggle_pause(self) -> bool:
         """Pause or resume; returns whether the session is now paused."""
-        if self.paused:
-            self.resume()
-        else:
-            self.pause()
-        return self.paused
+        with self._pause_lock:
+            if self.paused:
+                self.resume()
+            else:
+                self.pause()
+            return self.paused
 
     # -- state and results ---------------------------------------------------------------------------------
     @property

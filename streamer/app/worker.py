@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -58,7 +59,11 @@ class Worker:
     recognizer, publishes.
 
     While `paused` is set the audio still flows (the time axis goes on) but the recognizer and the meter get
-    silence, so nothing is transcribed. A handler that raises a StreamerError (an output that failed) is
+    silence, so nothing is transcribed. `pause_at(sample)` / `resume_at(sample)` (what Session.pause and
+    resume call) switch at an exact sample of the stream, the ring's write position when asked: audio
+    captured before a pause is still transcribed, and the utterance in progress is finalised at once
+    (`Recognizer.end_utterance`) instead of after the VAD's hangover, so push-to-talk gets its final about one
+    model pass after the key is released. A handler that raises a StreamerError (an output that failed) is
     removed and its error kept in `sink_errors`; transcription goes on for the others."""
 
     def __init__(self, recognizer: Recognizer, ring: RingBuffer, handlers: Iterable[EventHandler] = (),
@@ -87,6 +92,10 @@ class Worker:
         self._gaps_told = 0
         self._drops_told = 0
         self._last_drop_notice = float("-inf")
+        self._switches: deque[tuple[int, bool]] = deque()  # (sample, paused from there), in stream order
+        self._switch_lock = threading.Lock()
+        self._feeding_paused = self.paused.is_set()  # what the worker does now (worker thread only)
+        self._switched = False  # pause_at / resume_at were used: they decide, not the `paused` event
 
     def add_handler(self, handler: EventHandler) -> None:
         self.handlers.append(handler)
@@ -94,6 +103,21 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
         self._ticker.start()
+
+    def pause_at(self, sample: int) -> None:
+        """From this sample of the stream on, the recognizer hears silence; the utterance open there is
+        finalised at once. Any thread; the worker is woken so it acts without waiting for more audio."""
+        self._switch(sample, True)
+
+    def resume_at(self, sample: int) -> None:
+        """From this sample of the stream on, the recognizer hears the audio again."""
+        self._switch(sample, False)
+
+    def _switch(self, sample: int, paused: bool) -> None:
+        with self._switch_lock:
+            self._switches.append((sample, paused))
+            self._switched = True
+        self.ring.wake()
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -162,16 +186,10 @@ class Worker:
     def _run(self) -> None:
         try:
             while True:
+                self._switch_due(self.recognizer.audio_end_sample)  # a pause asked for at what was already fed
                 chunk = self.ring.read(timeout=READ_TIMEOUT_S)
                 if len(chunk.samples):
-                    if self.paused.is_set():
-                        chunk = AudioChunk(chunk.start_sample, np.zeros_like(chunk.samples), chunk.sample_rate)
-                    self._meter(chunk)
-                    self._in_feed = len(chunk.samples)
-                    events = self.recognizer.feed(chunk)
-                    self._core_stats = self.recognizer.stats()
-                    self._in_feed = 0
-                    self.publish(events)
+                    self._feed_switched(chunk)
                     if self.clock() - self._last_stats >= STATS_INTERVAL_S:
                         self.publish([self._core_stats])
                 elif self.ring.closed and not self.ring.unread():
@@ -183,6 +201,49 @@ class Worker:
         finally:
             with self._publish_lock:  # the ticker publishes nothing after the last events
                 self.finished.set()
+
+    def _feed(self, chunk: AudioChunk) -> None:
+        if self._feeding_paused:
+            chunk = AudioChunk(chunk.start_sample, np.zeros_like(chunk.samples), chunk.sample_rate)
+        self._meter(chunk)
+        self._in_feed = len(chunk.samples)
+        events = self.recognizer.feed(chunk)
+        self._core_stats = self.recognizer.stats()
+        self._in_feed = 0
+        self.publish(events)
+
+    def _feed_switched(self, chunk: AudioChunk) -> None:
+        """Feed the chunk, cut at the pause / resume switches inside it: a switch takes effect at its sample
+        (a pause ends the open utterance there). A caller that never used them sets the `paused` event
+        instead, which decides for the whole chunk."""
+        if not self._switched:
+            self._set_feeding_paused(self.paused.is_set())
+            self._feed(chunk)
+            return
+        start, end = chunk.start_sample, chunk.end_sample
+        while start < end:
+            self._switch_due(start)
+            with self._switch_lock:
+                cut = min(end, self._switches[0][0]) if self._switches else end
+            self._feed(AudioChunk(start, chunk.samples[start - chunk.start_sample:cut - chunk.start_sample],
+                                  chunk.sample_rate))
+            start = cut
+        self._switch_due(end)
+
+    def _switch_due(self, position: int) -> None:
+        """Apply the switches at or before `position` (the next sample to be fed)."""
+        while True:
+            with self._switch_lock:
+                if not self._switches or self._switches[0][0] > position:
+                    return
+                _, paused = self._switches.popleft()
+            self._set_feeding_paused(paused)
+
+    def _set_feeding_paused(self, paused: bool) -> None:
+        if paused and not self._feeding_paused:
+            self.publish(self.recognizer.end_utterance())
+            self._core_stats = self.recognizer.stats()
+        self._feeding_paused = paused
 
     def _meter(self, chunk: AudioChunk) -> None:
         now = self.clock()

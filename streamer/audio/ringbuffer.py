@@ -44,6 +44,7 @@ class RingBuffer:
         self.gap_samples = 0
         self.gaps: list[Gap] = []  # appended by the writer only; read by index
         self._cond = threading.Condition()
+        self._woken = False
 
     # -- writer side -------------------------------------------------------------------------------------
     def write(self, samples: np.ndarray, block: bool = False, timeout: float | None = None) -> int:
@@ -103,6 +104,13 @@ class RingBuffer:
             self._closed = True
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """A reader waiting in `read` returns now (with what there is, perhaps nothing): it has something
+        else to do (a pause to act on)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
     # -- reader side -------------------------------------------------------------------------------------
     @property
     def write_pos(self) -> int:
@@ -124,8 +132,9 @@ class RingBuffer:
         """Wait for unread audio (or close), then return it as a chunk and mark it read. The chunk's start
         may jump forward past audio that was dropped. An empty chunk means closed (or timeout)."""
         with self._cond:
-            if self._write_pos == self._read_pos and not self._closed:
+            if self._write_pos == self._read_pos and not self._closed and not self._woken:
                 self._cond.wait(timeout=timeout)
+            self._woken = False
             start = self._read_pos
             end = self._write_pos if max_samples is None else min(self._write_pos, start + max_samples)
             out = self._slice(start, end)

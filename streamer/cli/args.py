@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from streamer import __version__
-from streamer.app.options import DecoderOptions, OutputOptions, RunOptions
+from streamer.app.options import ControlOptions, DecoderOptions, OutputOptions, RunOptions
 from streamer.app.session import SessionOptions
 from streamer.core.config import DEFAULT_MODEL, BufferConfig, Config, ModelConfig, VadConfig, WindowConfig
 from streamer.errors import ConfigError
 from streamer.model.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
-from streamer.sinks.desktop import DesktopOptions
+from streamer.sinks.desktop import DEFAULT_PASTE_KEYS, DesktopOptions
 from streamer.sinks.dictation import ShapingConfig
 
 
@@ -120,7 +120,9 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
 
 
 SUBCOMMANDS = ("subcommands: streamer bench (latency / speed / fidelity benchmark, see streamer bench --help);\n"
-               "             streamer serve (Wyoming and vosk WebSocket servers, see streamer serve --help)")
+               "             streamer serve (Wyoming and vosk WebSocket servers, see streamer serve --help);\n"
+               "             streamer ctl pause|resume|toggle|status|quit (control a running streamer, see\n"
+               "             streamer ctl --help and docs/control.md)")
 
 EXIT_CODES = """exit codes:
   0    done (a live session stopped with Ctrl+C, q, SIGTERM or SIGHUP included)
@@ -159,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the transcript; by extension .txt, .srt, .vtt or .jsonl (repeatable)")
     o.add_argument("--overwrite", action="store_true", help="replace an existing --output file (default: refuse)")
     o.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
+    c = p.add_argument_group("control from outside (streamer ctl, docs/control.md)")
+    c.add_argument("--start-paused", action="store_true",
+                   help="load and warm up the model, then wait paused: streamer ctl resume (or toggle, or SIGUSR1) "
+                        "starts listening; SIGUSR1 toggles at any time")
+    c.add_argument("--name", metavar="N", help="this instance's name for streamer ctl --name N (default: 'default' "
+                   "for microphone runs; a file run has a control socket only when named)")
+    c.add_argument("--no-control", action="store_true", help="no control socket (streamer ctl cannot reach this run)")
     _add_dictation_arguments(p)
     settings.add_arguments(p)
     return p
@@ -166,9 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("dictation and voice commands (finals only)")
-    d.add_argument("--clipboard", nargs="?", const="replace", default="off", choices=("replace", "append", "off"),
+    d.add_argument("--clipboard", nargs="?", const="replace", default="off",
+                   choices=("replace", "append", "paste", "off"),
                    metavar="MODE", help="put each final into the clipboard: replace (the latest utterance; the "
-                   "default MODE) or append (the running transcript)")
+                   "default MODE), append (the running transcript) or paste (copy, press the paste key in the "
+                   "focused window with the --type tool, then put back what the clipboard held)")
+    d.add_argument("--paste-keys", default=DEFAULT_PASTE_KEYS, metavar="CHORD",
+                   help=f"with --clipboard paste, the keys that paste (default {DEFAULT_PASTE_KEYS}; ctrl+shift+v "
+                        "in most terminals)")
     d.add_argument("--type", action="store_true", help="type finals into the focused window (xdotool, wtype or ydotool)")
     d.add_argument("--type-newlines", action="store_true",
                    help="with --type, a spoken 'new line' presses Return (default: typed as a space, because Return "
@@ -204,7 +218,7 @@ def desktop_options(args: argparse.Namespace) -> DesktopOptions:
                             spoken_punctuation=args.spoken_punctuation, editing=args.editing_commands)
     return DesktopOptions(clipboard=args.clipboard, type=args.type, shaping=shaping,
                           commands=Path(args.commands) if args.commands else None, commands_only=args.commands_only,
-                          type_newlines=args.type_newlines)
+                          type_newlines=args.type_newlines, paste_keys=args.paste_keys)
 
 
 def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptions:
@@ -215,4 +229,14 @@ def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptio
         outputs=OutputOptions(tuple(args.output), args.overwrite),
         decoder=DecoderOptions(args.decoder, args.beam_width, args.lm, split_hotwords(args.hotwords), args.hotword_weight),
         desktop=desktop_options(args),
+        control=control_options(args),
     )
+
+
+def control_options(args: argparse.Namespace) -> ControlOptions:
+    from streamer.app.control import DEFAULT_NAME, check_name
+
+    if args.no_control and args.name:
+        raise ConfigError("--name names the control socket, which --no-control turns off", "give one of them")
+    name = None if args.no_control else (check_name(args.name) if args.name else None if args.file else DEFAULT_NAME)
+    return ControlOptions(name=name, start_paused=args.start_paused)

@@ -23,6 +23,16 @@ def main(argv: list[str] | None = None) -> int:
 
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if argv[:1] == ["ctl"]:  # first: a key bound to it must act at once (nothing heavy is imported)
+        try:
+            from streamer.cli.ctl import main as ctl_main
+
+            return ctl_main(argv[1:])
+        except StreamerError as exc:
+            if debug:
+                raise
+            _stderr(f"streamer: error: {exc.one_line()}")
+            return exc.exit_code
     from streamer.model.runtime import configure_openmp
 
     configure_openmp()  # before anything imports torch

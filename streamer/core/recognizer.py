@@ -164,6 +164,15 @@ class Recognizer:
         events.append(self.stats())
         return events
 
+    def end_utterance(self) -> list[Event]:
+        """Close the open utterance now, as if the VAD had ended it at the audio fed so far (without waiting
+        for its hangover), and give its final: a pause, or the release of a push-to-talk key. The stream goes
+        on; the next speech opens a new utterance. No events when none is open."""
+        events: list[Event] = []
+        for boundary in self.vad.flush():
+            events.extend(self._apply(boundary, self._history.end))
+        return events
+
     # -- internals -----------------------------------------------------------------------------------------
     def _s(self, sample: int) -> float:
         return sample / self.sample_rate

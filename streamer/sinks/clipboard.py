@@ -95,9 +95,18 @@ class ToolClipboard:
 
 
 class PyperclipClipboard:
-    def __init__(self, copy_fn: Callable[[str], None]) -> None:
+    def __init__(self, copy_fn: Callable[[str], None], paste_fn: Callable[[], str] | None = None) -> None:
         self._copy = copy_fn
+        self._paste = paste_fn
         self.name = f"pyperclip ({getattr(copy_fn, '__name__', 'copy')})"
+
+    def paste(self) -> str | None:
+        if self._paste is None:
+            return None
+        try:
+            return self._paste()
+        except Exception:  # pyperclip raises its own exception types and OS errors
+            return None
 
     def copy(self, text: str) -> None:
         try:
@@ -110,16 +119,18 @@ Clipboard = ToolClipboard | PyperclipClipboard
 
 
 def _pyperclip_choice():
-    """pyperclip's copy function for this system, or None when pyperclip is absent or found nothing."""
+    """pyperclip's (copy, paste) functions for this system, or None when pyperclip is absent or found nothing."""
     try:
         import pyperclip
     except ImportError:
         return None
     try:
-        copy_fn, _paste = pyperclip.determine_clipboard()
+        copy_fn, paste_fn = pyperclip.determine_clipboard()
     except Exception:  # a broken Qt or similar: fall back to the tools
         return None
-    return copy_fn if copy_fn else None  # pyperclip's "no clipboard" stub is falsy
+    if not copy_fn:  # pyperclip's "no clipboard" stub is falsy
+        return None
+    return copy_fn, paste_fn
 
 
 def tool_clipboard(name: str, which: Callable[[str], str | None] = shutil.which) -> ToolClipboard | None:
@@ -150,11 +161,12 @@ def detect_clipboard(env: Mapping[str, str] | None = None, use_pyperclip: bool =
                      which: Callable[[str], str | None] = shutil.which) -> Clipboard:
     """The clipboard to use, found at start; SinkError (one line) when there is none."""
     env = os.environ if env is None else env
-    copy_fn = _pyperclip_choice() if use_pyperclip else None
-    if copy_fn is not None:
+    choice = _pyperclip_choice() if use_pyperclip else None
+    if choice is not None:
+        copy_fn, paste_fn = choice
         tool = _PYPERCLIP_TOOLS.get(getattr(copy_fn, "__name__", ""))
         if tool is None:
-            return PyperclipClipboard(copy_fn)
+            return PyperclipClipboard(copy_fn, paste_fn)
         board = tool_clipboard(tool, which)
         if board is not None:
             return board

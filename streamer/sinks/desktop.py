@@ -22,6 +22,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,17 @@ from streamer.errors import ConfigError, StreamerError
 from streamer.sinks.clipboard import Clipboard, detect_clipboard
 from streamer.sinks.commands import CommandRouter, CommandSet, ProgramRunner, load_commands
 from streamer.sinks.dictation import Delete, Dictation, DictationUpdate, Insert, ShapingConfig
-from streamer.sinks.typing import Typer, detect_typer
+from streamer.sinks.typing import Typer, detect_typer, parse_chord
 
 log = logging.getLogger(__name__)
 
-CLIPBOARD_MODES = ("off", "replace", "append")
+CLIPBOARD_MODES = ("off", "replace", "append", "paste")
+#: --clipboard paste: the key chord that pastes in the focused window (Ctrl+Shift+V in most terminals).
+DEFAULT_PASTE_KEYS = "ctrl+v"
+#: --clipboard paste: how long the pasted text stays in the clipboard before what it held before is put back.
+#: The window reads the clipboard only when it handles the key, after the key tool has returned; espanso,
+#: which pastes the same way, waits 300 ms by default before restoring.
+PASTE_RESTORE_DELAY_S = 0.3
 #: How long closing waits for queued finals to be typed / copied before giving up on them (reported).
 CLOSE_TIMEOUT_S = 30.0
 #: What typing does with newlines unless --type-newlines: one space for each (same length, see above).
@@ -63,6 +70,8 @@ class DesktopOptions:
     commands_only: bool = False
     #: Type newlines as Return key presses (default: as spaces, since Return runs the line in a terminal).
     type_newlines: bool = False
+    #: --clipboard paste: the chord that pastes (--paste-keys).
+    paste_keys: str = DEFAULT_PASTE_KEYS
 
     @property
     def dictating(self) -> bool:
@@ -145,7 +154,9 @@ class DesktopSink:
     def _apply(self, update: DictationUpdate) -> None:
         if not update.changed:
             return
-        if self.clipboard is not None:
+        if self.clipboard is not None and self.options.clipboard == "paste":
+            self._paste_edits(update)
+        elif self.clipboard is not None:
             content = update.document if self.options.clipboard == "append" else update.latest
             self._guard(self.clipboard.copy, content)
         if self.typer is not None and self.options.type:
@@ -154,6 +165,33 @@ class DesktopSink:
                     self._guard(self.typer.backspace, edit.chars)
                 elif isinstance(edit, Insert):
                     self._type(edit.text)
+
+    def _paste_edits(self, update: DictationUpdate) -> None:
+        """--clipboard paste: each insert is copied and pasted with the paste key, then the clipboard gets
+        back what it held before (text only; Unicode kept); a deletion ("scratch that") is backspaces."""
+        assert self.clipboard is not None and self.typer is not None
+        for edit in update.edits:
+            if isinstance(edit, Delete):
+                self._guard(self.typer.backspace, edit.chars)
+            elif isinstance(edit, Insert) and edit.text:
+                self._guard(self.paste, edit.text)
+
+    def paste(self, text: str) -> None:
+        """Copy `text`, press the paste key, put the clipboard back (StreamerError when a tool fails)."""
+        assert self.clipboard is not None and self.typer is not None
+        if not self.options.type_newlines and ("\n" in text or "\r" in text):
+            text = text.translate(_NEWLINES_AS_SPACES)  # pasted into a terminal, a newline runs the line
+            if not self._newline_noticed:
+                self._newline_noticed = True
+                self.say(NEWLINE_NOTICE.replace("typed", "pasted"))
+        previous = self.clipboard.paste()  # None: empty, or not text (an image): nothing to put back
+        self.clipboard.copy(text)
+        try:
+            self.typer.press(self.options.paste_keys)
+        finally:
+            if previous is not None:
+                time.sleep(PASTE_RESTORE_DELAY_S)
+                self.clipboard.copy(previous)
 
     def _insert(self, text: str) -> None:
         """A command's insert action: where dictation goes; typed when nothing is dictated."""
@@ -196,12 +234,22 @@ def build_desktop_sink(options: DesktopOptions, env=None, say: Callable[[str], N
         raise ConfigError("--commands-only needs --commands FILE", "give the TOML file of voice commands")
     if options.commands_only and (options.clipboard != "off" or options.type):
         say("streamer: --commands-only: finals are not dictated (--clipboard / --type have no effect)")
+    if options.clipboard == "paste" and options.type and not options.commands_only:
+        raise ConfigError("--clipboard paste and --type would both put each final into the window",
+                          "give one of them")
+    if options.clipboard == "paste":
+        try:
+            parse_chord(options.paste_keys)
+        except ValueError as exc:
+            raise ConfigError(f"--paste-keys: {exc}", "e.g. --paste-keys ctrl+shift+v for a terminal") from None
     commands = load_commands(options.commands) if options.commands else None
     clipboard = detect_clipboard(env) if options.dictating and options.clipboard != "off" else None
     typer = None
     purpose = None
     if options.dictating and options.type:
         purpose = "--type"
+    elif clipboard is not None and options.clipboard == "paste":
+        purpose = "--clipboard paste"
     elif commands is not None:
         keys = next((c for c in commands.commands if c.action.kind == "keys"), None)
         insert = next((c for c in commands.commands if c.action.kind == "insert"), None)
@@ -213,7 +261,11 @@ def build_desktop_sink(options: DesktopOptions, env=None, say: Callable[[str], N
     if commands is None and clipboard is None and typer is None:
         return None
     outputs = []
-    if clipboard is not None:
+    if clipboard is not None and options.clipboard == "paste":
+        assert typer is not None
+        outputs.append(f"the focused window (pasted with {options.paste_keys} through {typer.name}; the clipboard "
+                       f"is put back after, {clipboard.name})")
+    elif clipboard is not None:
         outputs.append(f"the clipboard ({options.clipboard}, {clipboard.name})")
     if typer is not None and options.dictating and options.type:
         outputs.append(f"the focused window ({typer.name})")

@@ -80,6 +80,9 @@ class Controls(Protocol):
     @property
     def finished(self) -> threading.Event: ...
 
+    @property
+    def paused(self) -> bool: ...
+
     def request_stop(self) -> None: ...
 
     def toggle_pause(self) -> bool: ...
@@ -137,6 +140,7 @@ class CaptionUI:
                         while not (self.session.stopping.is_set() or self.session.finished.is_set()):
                             for key in self.keys.read(KEY_POLL_S, self.session.stopping):
                                 self.press(key)
+                            self.state.set_paused(self.session.paused)  # also paused from outside (streamer ctl)
                 finally:
                     self.session.request_stop()
                     self.session.finished.wait(FINISH_WAIT_S)

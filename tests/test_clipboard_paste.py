@@ -12,9 +12,9 @@ from streamer.errors import ConfigError
 from streamer.sinks.clipboard import detect_clipboard
 from streamer.sinks.desktop import DesktopOptions, build_desktop_sink
 from streamer.sinks.dictation import Dictation, ShapingConfig
+from test_typing import TextWindow
 
 from desktop_fixtures import read_clipboard, wait_for, xvfb  # noqa: F401
-from test_typing import TextWindow
 
 needs_tools = pytest.mark.skipif(not (shutil.which("xdotool") and shutil.which("xclip")),
                                  reason="xdotool and xclip are needed (scripts/setup.sh installs them)")

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.app.control import (ControlError, ControlServer, ControlStatus, NotRunning, request, runtime_dir,
-                                  socket_path)
+from streamer.app.control import ControlError, ControlServer, ControlStatus, NotRunning, request, runtime_dir, socket_path
 from streamer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,6 +35,7 @@ def test_list_devices_table(virtual_mic):
     r = run_cli("--list-devices")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
+    lines = lines[: lines.index(next(line for line in lines if line.startswith("(* default"))) + 1]  # then monitors
     assert lines[0].split() == ["#", "name", "host", "API", "in", "ch", "rate", "Hz"]
     rows = {line[2:].split()[1]: line for line in lines[1:-1]}
     assert {"pulse", "default"} <= set(rows)

@@ -40,6 +40,26 @@ class ControlOptions:
 
 
 @dataclass(frozen=True)
+class LiveSources:
+    """Which live inputs a run records (streamer.app.sources): the microphone, the desktop's audio (the
+    default output's monitor), or both side by side on one model, each final labelled."""
+
+    mic: bool = True
+    desktop: bool = False
+    #: Labels in the text outputs and on the caption screen when both run (the jsonl `source` stays
+    #: "mic" / "desktop").
+    mic_label: str = "you"
+    desktop_label: str = "desktop"
+    #: Which sources' finals reach the clipboard, typing and voice commands: mic | desktop | both (a video
+    #: must not type into the user's editor).
+    dictate_from: str = "mic"
+
+    @property
+    def both(self) -> bool:
+        return self.mic and self.desktop
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """One run of `streamer`: where audio comes from, how it is shown, where transcripts go."""
 
@@ -62,6 +82,8 @@ class RunOptions:
     decoder: DecoderOptions = field(default_factory=DecoderOptions)
     desktop: DesktopOptions = field(default_factory=DesktopOptions)
     control: ControlOptions = field(default_factory=ControlOptions)
+    #: The live inputs (--mic, --desktop); ignored with --file.
+    sources: LiveSources = field(default_factory=LiveSources)
 
     @property
     def replay_mode(self) -> str:

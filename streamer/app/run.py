@@ -206,11 +206,21 @@ def run_file(opts: RunOptions) -> int:
 
 
 def run_live(opts: RunOptions) -> int:
-    """Captions of the microphone: the device is checked before the model loads."""
+    """Captions of the microphone, of the desktop's audio (--desktop), or of both side by side
+    (streamer.app.sources): the devices are checked before the model loads."""
     from streamer.audio.capture import Capture, header_text
-    from streamer.audio.devices import CaptureSettings, check_settings, resolve_input_device
+    from streamer.audio.devices import CaptureSettings, check_settings, list_input_devices, resolve_input_device
 
-    settings = check_settings(resolve_input_device(opts.input_device))
+    if opts.sources.both:
+        from streamer.app.sources import live_inputs, run_sources
+
+        return run_sources(opts, live_inputs(opts))
+    if opts.sources.desktop:
+        from streamer.audio.monitor import resolve_desktop_device
+
+        settings = check_settings(resolve_desktop_device(list_input_devices()))
+    else:
+        settings = check_settings(resolve_input_device(opts.input_device))
 
     def announce(s: CaptureSettings) -> None:
         stderr_line(f"streamer: listening on {s.device.label} @ {s.sample_rate_hz} Hz (Ctrl+C to stop)")

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from streamer.audio.devices import DEFAULT_HINT, CaptureSettings, device_error, sounddevice_module
+from streamer.audio.monitor import SinkWatch, pulse_source_env
 from streamer.audio.resample import StreamingResampler
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE, BufferConfig
@@ -224,6 +225,9 @@ class Capture:
         self._stall_s = 0.0  # the latest stall, not yet reported (with the gap it caused)
         self._stall_at: float | None = None
         self._stall_dropped = 0  # callback drops when the stall was noticed (the backlog may overflow the queue)
+        self._fail_reason: str | None = None  # set by fail(): the device is gone (desktop audio's sink watch)
+        monitor_of = settings.device.monitor_of
+        self._sink_watch = SinkWatch(monitor_of, self.fail) if monitor_of is not None else None
 
     @property
     def total_samples(self) -> int | None:
@@ -263,7 +267,7 @@ class Capture:
         s = self.settings
         self._stderr_filter.start()
         try:
-            with self._stream_lock:
+            with self._stream_lock, pulse_source_env(s.device.pulse_source):
                 self._stream = sd.InputStream(device=s.device.index, samplerate=s.sample_rate_hz,
                                               channels=s.channels, dtype="float32", blocksize=s.block_frames,
                                               callback=self._callback, finished_callback=self._finished)
@@ -273,10 +277,20 @@ class Capture:
             self._stderr_filter.stop()
             raise device_error(s.device, exc, s.sample_rate_hz) from exc
         self._thread.start()
+        if self._sink_watch is not None:
+            self._sink_watch.start()
+
+    def fail(self, why: str) -> None:
+        """The device is gone (from another thread: the sink watch of desktop audio): capture ends as for a
+        lost device, with `why` in its error line; what was captured before is kept."""
+        self._fail_reason = why
+        self._closing.set()
 
     def close(self) -> None:
         """End capture (see the class note) and wait for the capture thread; safe to call more than once."""
         self._closing.set()
+        if self._sink_watch is not None:
+            self._sink_watch.stop()
         if self._thread.is_alive():
             self._thread.join(CLOSE_TIMEOUT_S)
         self._close_stream()
@@ -339,6 +353,8 @@ class Capture:
                 except queue.Empty:
                     break
             self.ring.write(self._resampler.flush())
+            if self._fail_reason is not None and self.error is None:
+                self._lost(self._fail_reason)
         except BaseException as exc:  # reported by run_stream as one line
             self.error = AudioDeviceError(f"capture from {self.settings.device.label} failed: {exc}", DEFAULT_HINT)
             log.debug("capture thread failed", exc_info=True)
@@ -386,4 +402,7 @@ class Capture:
 
 
 def header_text(settings: CaptureSettings) -> str:
-    return f"mic: {settings.device.name} @ {settings.sample_rate_hz} Hz"
+    device = settings.device
+    if device.monitor_of is not None:  # desktop audio: say which output device is captured
+        return f"desktop: {device.name} [{device.monitor_of}] @ {settings.sample_rate_hz} Hz"
+    return f"mic: {device.name} @ {settings.sample_rate_hz} Hz"

@@ -52,9 +52,18 @@ class InputDevice:
     input_channels: int
     default_rate_hz: int
     is_default: bool
+    #: Desktop audio (streamer.audio.monitor): the sound server's source this device records, through
+    #: PortAudio's `pulse` device (None: the device itself) ...
+    pulse_source: str | None = None
+    #: ... the output device (the sink's name) it is the monitor of ...
+    monitor_of: str | None = None
+    #: ... and whether that is the default output.
+    default_output: bool = False
 
     @property
     def label(self) -> str:
+        if self.pulse_source is not None:
+            return f"{self.name} ({self.pulse_source})"
         return f"[{self.index}] {self.name}"
 
 
@@ -81,10 +90,14 @@ NO_DEVICE_HINT = ("connect a microphone and check that the sound server (PulseAu
 
 
 def print_devices(out=None) -> int:
-    """`streamer --list-devices`: one row per input device, the default marked with '*'. Exit code 1 when
-    there is none."""
+    """`streamer --list-devices`: one row per input device, the default marked with '*', then the output
+    devices' monitors (desktop audio, streamer.audio.monitor), the default output's marked. Exit code 1 when
+    there is no input at all."""
+    from streamer.audio.monitor import monitor_devices
+
     out = out or sys.stdout
     devices = list_input_devices()
+    monitors = monitor_devices(devices)
     if not devices:
         print(f"no audio input devices found ({NO_DEVICE_HINT})", file=out)
         return 1
@@ -96,6 +109,16 @@ def print_devices(out=None) -> int:
         print(f"{mark} {d.index:>3}  {d.name:<{width}}  {d.host_api:<{api_width}}  {d.input_channels:>5}  "
               f"{d.default_rate_hz:>7}", file=out)
     print("(* default; pick one with --input-device INDEX_OR_NAME)", file=out)
+    if monitors:
+        print("\ndesktop audio (what an output device plays; --desktop records the default output's):", file=out)
+        src_width = max(len("source"), *(len(m.pulse_source or "") for m in monitors))
+        name_width = max(len("name"), *(len(m.name) for m in monitors))
+        print(f"  {'source':<{src_width}}  {'name':<{name_width}}  {'in ch':>5}  {'rate Hz':>7}", file=out)
+        for m in monitors:
+            mark = "*" if m.default_output else " "
+            print(f"{mark} {m.pulse_source or '':<{src_width}}  {m.name:<{name_width}}  {m.input_channels:>5}  "
+                  f"{m.default_rate_hz:>7}  desktop audio", file=out)
+        print("(* the default output; pick one with --input-device SOURCE)", file=out)
     return 0
 
 
@@ -124,10 +147,19 @@ def resolve_input_device(spec: str | int | None, devices: list[InputDevice] | No
     matches = exact or [d for d in devices if needle in d.name.casefold()]
     if len(matches) == 1:
         return matches[0]
+    if not matches:  # a desktop audio monitor (streamer --list-devices), by source name or part of its name
+        from streamer.audio.monitor import monitor_devices
+
+        monitors = monitor_devices(devices)
+        matches = ([m for m in monitors if (m.pulse_source or "").casefold() == needle]
+                   or [m for m in monitors if needle in m.name.casefold() or needle in (m.pulse_source or "").casefold()])
+        if len(matches) == 1:
+            return matches[0]
+        candidates = "; ".join([candidates, *(m.pulse_source or m.name for m in monitors)])
     if not matches:
         raise AudioDeviceError(f"no input device matches {text!r}", f"input devices: {candidates}")
     raise AudioDeviceError(f"{len(matches)} input devices match {text!r}",
-                           f"give an index or a longer name: {'; '.join(d.label for d in matches)}")
+                           f"give an index or a longer name: {'; '.join(d.pulse_source or d.label for d in matches)}")
 
 
 @dataclass(frozen=True)

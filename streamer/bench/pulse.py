@@ -67,6 +67,31 @@ class PulseMic:
                 raise PulseUnavailable(f"paplay failed on {wav} (exit {p.returncode})", f"see {self.log}")
         return p
 
+    def add_output(self, name: str = "speakers", rate_hz: int = 48000) -> None:
+        """Desktop audio: another null sink, made the default output device, so that what a media player
+        plays (`play_as_media`) goes there and its monitor is what `streamer --desktop` records, while the
+        default source (the virtual microphone) stays the other sink's monitor."""
+        self.pactl("load-module", "module-null-sink", f"sink_name={name}", f"rate={rate_hz}", "channels=2",
+                   f"sink_properties=device.description={name.capitalize()}")
+        self.pactl("set-default-sink", name)
+
+    def play_as_media(self, wav: Path, wait: bool = True) -> subprocess.Popen:
+        """Play a file to the default output device, as a media player would (no device named)."""
+        p = subprocess.Popen(["paplay", "--client-name=media-player", str(wav)], env=self.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if wait:
+            p.wait(timeout=60)
+            if p.returncode != 0:
+                raise PulseUnavailable(f"paplay failed on {wav} (exit {p.returncode})", f"see {self.log}")
+        return p
+
+    def unload_module_of(self, sink_name: str) -> None:
+        """The output device `sink_name` disappears (its null-sink module is unloaded)."""
+        for line in self.pactl("list", "short", "modules").splitlines():
+            cols = line.split("\t")
+            if len(cols) > 2 and cols[1] == "module-null-sink" and f"sink_name={sink_name}" in cols[2].split():
+                self.pactl("unload-module", cols[0])
+
     def unload_sink(self) -> None:
         """The device disappears: the null sink (and its monitor, the capture source) is unloaded."""
         for line in self.pactl("list", "short", "modules").splitlines():

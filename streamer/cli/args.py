@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from streamer import __version__
-from streamer.app.options import ControlOptions, DecoderOptions, OutputOptions, RunOptions
+from streamer.app.options import ControlOptions, DecoderOptions, LiveSources, OutputOptions, RunOptions
 from streamer.app.session import SessionOptions
 from streamer.core.config import DEFAULT_MODEL, BufferConfig, Config, ModelConfig, VadConfig, WindowConfig
 from streamer.errors import ConfigError
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--offline", action="store_true", help="decode the whole file at once (the Hugging Face reference decode)")
     src.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     src.add_argument("--input-device", metavar="INDEX_OR_NAME", help="input device: index or part of its name")
+    _add_source_arguments(src)
     add_model_argument(p)
     add_streaming_arguments(p)
     o = p.add_argument_group("output")
@@ -171,6 +172,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dictation_arguments(p)
     settings.add_arguments(p)
     return p
+
+
+def _add_source_arguments(src: argparse._ArgumentGroup) -> None:
+    """Desktop audio and the microphone side by side (streamer.app.sources, docs/desktop.md)."""
+    src.add_argument("--desktop", action="store_true",
+                     help="caption what the default output device plays (its monitor: PulseAudio / PipeWire) "
+                          "instead of the microphone; with --mic, both side by side on one model")
+    src.add_argument("--mic", action="store_true",
+                     help="the microphone (the default input, or --input-device); with --desktop, both at once")
+    src.add_argument("--mic-label", default="you", metavar="TEXT",
+                     help="label of the microphone's captions when both run (default 'you')")
+    src.add_argument("--desktop-label", default="desktop", metavar="TEXT",
+                     help="label of the desktop's captions when both run (default 'desktop')")
+    src.add_argument("--dictate-from", choices=("mic", "desktop", "both"), default="mic",
+                     help="with --mic --desktop: whose finals --clipboard, --type and --commands act on "
+                          "(default mic: a video never types into your editor)")
+
+
+def live_sources(args: argparse.Namespace) -> LiveSources:
+    from streamer.sinks.labels import check_label
+
+    if args.desktop and args.file:
+        raise ConfigError("--desktop records the desktop's audio; --file reads a file", "give one of them")
+    if args.desktop and not args.mic and args.input_device:
+        raise ConfigError("--desktop picks the default output's monitor; --input-device picks an input",
+                          "give one of them, or --mic --desktop --input-device MIC for both")
+    mic_label, desktop_label = check_label(args.mic_label, "--mic-label"), check_label(args.desktop_label, "--desktop-label")
+    if mic_label == desktop_label:
+        raise ConfigError(f"--mic-label and --desktop-label are both {mic_label!r}", "give them different labels")
+    return LiveSources(mic=args.mic or not args.desktop, desktop=args.desktop, mic_label=mic_label,
+                       desktop_label=desktop_label, dictate_from=args.dictate_from)
 
 
 def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
@@ -230,6 +262,7 @@ def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptio
         decoder=DecoderOptions(args.decoder, args.beam_width, args.lm, split_hotwords(args.hotwords), args.hotword_weight),
         desktop=desktop_options(args),
         control=control_options(args),
+        sources=live_sources(args),
     )
 
 

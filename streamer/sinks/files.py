@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 from streamer.core.events import Event, FinalEvent, LevelEvent
 from streamer.errors import ConfigError, SinkError
+from streamer.sinks.labels import SourceLabel, labelled, vtt_voice
 
 OUTPUT_EXTENSIONS = (".txt", ".srt", ".vtt", ".jsonl")
 
@@ -29,8 +30,11 @@ def _timestamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def event_to_dict(event: Event) -> dict:
+def event_to_dict(event: Event, source: SourceLabel | None = None) -> dict:
+    """The jsonl record of an event; with several sources (mic and desktop), its `source` ("mic" / "desktop")."""
     d: dict[str, Any] = {"type": type(event).__name__.removesuffix("Event").lower()}
+    if source is not None:
+        d["source"] = source.source
     d.update(dataclasses.asdict(event))
     if isinstance(event, FinalEvent):
         d["words"] = [dataclasses.asdict(w) for w in event.words]
@@ -89,11 +93,18 @@ class _TextFileSink:
             pass  # not a regular file (a device), or the file system is gone: nothing more to do
 
     def handle(self, event: Event) -> None:
+        self.handle_from(event, None)
+
+    def handle_from(self, event: Event, source: SourceLabel | None) -> None:
+        """An event of one of several sources (streamer.sinks.labels.SourceTap): finals carry its label."""
         if isinstance(event, FinalEvent) and event.text:
             self.cues += 1
-            self.final(event)
+            if source is None:
+                self.final(event)
+            else:
+                self.final(event, source)
 
-    def final(self, event: FinalEvent) -> None:
+    def final(self, event: FinalEvent, source: SourceLabel | None = None) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -107,30 +118,32 @@ class _TextFileSink:
 
 
 class TxtSink(_TextFileSink):
-    def final(self, event: FinalEvent) -> None:
-        self.write(event.text + "\n")
+    def final(self, event: FinalEvent, source: SourceLabel | None = None) -> None:
+        self.write(labelled(event.text, source) + "\n")
 
 
 class SrtSink(_TextFileSink):
-    def final(self, event: FinalEvent) -> None:
-        self.write(f"{self.cues}\n{_timestamp(event.start_s, ',')} --> {_timestamp(event.end_s, ',')}\n{event.text}\n\n")
+    def final(self, event: FinalEvent, source: SourceLabel | None = None) -> None:
+        self.write(f"{self.cues}\n{_timestamp(event.start_s, ',')} --> {_timestamp(event.end_s, ',')}\n"
+                   f"{labelled(event.text, source)}\n\n")
 
 
 class VttSink(_TextFileSink):
     def header(self) -> None:
         self.write("WEBVTT\n\n")
 
-    def final(self, event: FinalEvent) -> None:
-        self.write(f"{_timestamp(event.start_s, '.')} --> {_timestamp(event.end_s, '.')}\n{event.text}\n\n")
+    def final(self, event: FinalEvent, source: SourceLabel | None = None) -> None:
+        self.write(f"{_timestamp(event.start_s, '.')} --> {_timestamp(event.end_s, '.')}\n{vtt_voice(event.text, source)}\n\n")
 
 
 class JsonlSink(_TextFileSink):
     """Every event except the input meter (which would only add bulk), one JSON object per line."""
 
-    def handle(self, event: Event) -> None:
+    def handle_from(self, event: Event, source: SourceLabel | None) -> None:
         if isinstance(event, LevelEvent):
             return
-        self.write(json.dumps(event_to_dict(event), ensure_ascii=False) + "\n", sync=isinstance(event, FinalEvent))
+        self.write(json.dumps(event_to_dict(event, source), ensure_ascii=False) + "\n",
+                   sync=isinstance(event, FinalEvent))
 
 
 SINKS = {".txt": TxtSink, ".srt": SrtSink, ".vtt": VttSink, ".jsonl": JsonlSink}

@@ -11,6 +11,7 @@ import os
 import sys
 
 from streamer.core.events import Event, FinalEvent
+from streamer.sinks.labels import SourceLabel, labelled
 
 #: The process exit code when standard output failed (every other output was written completely).
 STDOUT_FAILED_EXIT = 1
@@ -35,8 +36,12 @@ class StdoutFinals:
         self.failed: OSError | None = None
 
     def handle(self, event: Event) -> None:
+        self.handle_from(event, None)
+
+    def handle_from(self, event: Event, source: SourceLabel | None) -> None:
+        """With several sources (streamer.sinks.labels.SourceTap), each line starts with its label."""
         if isinstance(event, FinalEvent) and event.text:
-            self.line(event.text)
+            self.line(labelled(event.text, source))
 
     def line(self, text: str) -> None:
         if self.failed is not None:

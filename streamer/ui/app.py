@@ -15,6 +15,7 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -89,8 +90,9 @@ class Controls(Protocol):
 
 
 class CaptionUI:
-    def __init__(self, model: str, audio: str, session: Controls, console=None, keys: KeyReader | None = None) -> None:
-        self.state = LiveState(model, audio)
+    def __init__(self, model: str, audio: str, session: Controls, console=None, keys: KeyReader | None = None,
+                 lanes: tuple[str, ...] = ()) -> None:
+        self.state = LiveState(model, audio, lanes)
         self.session = session
         self.console = console
         self.keys = keys or KeyReader()
@@ -100,6 +102,10 @@ class CaptionUI:
     # -- worker thread -------------------------------------------------------------------------------------
     def handle(self, event: Event) -> None:
         self.state.apply(event)
+
+    def lane_handler(self, label: str) -> Callable[[Event], None]:
+        """The handler for one of several sources' sessions (its worker thread): events land in its lane."""
+        return lambda event: self.state.apply_lane(label, event)
 
     # -- desktop-output thread (voice commands, clipboard) --------------------------------------------------
     def notify(self, message: str) -> None:

@@ -33,6 +33,50 @@ NOTICES_KEPT = 200
 class Caption:
     seq: int  # order of arrival, so a clear can hide what came before it
     text: str
+    #: The source's label when several sources run (streamer --mic --desktop), else None.
+    label: str | None = None
+
+    @property
+    def line(self) -> str:
+        return self.text if self.label is None else f"{self.label}: {self.text}"
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One source's current line, meter and counters when several sources run side by side."""
+
+    label: str
+    committed: str
+    tentative: str
+    audio_seen: bool
+    speech: bool
+    rms_dbfs: float
+    peak_dbfs: float
+    rtf: float
+    lag_s: float
+    dropped_samples: int
+    input_overflows: int = 0
+    gap_samples: int = 0
+    gaps: int = 0
+
+
+class _LaneState:
+    """What LiveState keeps per source (under its lock)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.committed = self.tentative = ""
+        self.audio_seen = self.speech = False
+        self.rms = self.peak = -120.0
+        self.stats: StatsEvent | None = None
+
+    def snapshot(self) -> Lane:
+        s = self.stats
+        return Lane(label=self.label, committed=self.committed, tentative=self.tentative, audio_seen=self.audio_seen,
+                    speech=self.speech, rms_dbfs=self.rms, peak_dbfs=self.peak, rtf=s.rtf if s else 0.0,
+                    lag_s=s.lag_s if s else 0.0, dropped_samples=s.dropped_samples if s else 0,
+                    input_overflows=s.input_overflows if s else 0, gap_samples=s.gap_samples if s else 0,
+                    gaps=s.gaps if s else 0)
 
 
 @dataclass(frozen=True)
@@ -60,12 +104,15 @@ class Snapshot:
     gap_samples: int = 0
     gaps: int = 0
     skipped_partials: int = 0
+    #: One per source when several run (streamer --mic --desktop); empty for one source.
+    lanes: tuple[Lane, ...] = ()
 
 
 class LiveState:
-    def __init__(self, model: str, audio: str) -> None:
+    def __init__(self, model: str, audio: str, lanes: tuple[str, ...] = ()) -> None:
         self.model = model
         self.audio = audio
+        self._lanes = {label: _LaneState(label) for label in lanes}
         self._lock = threading.Lock()
         self._finals: deque[Caption] = deque(maxlen=MAX_FINALS)
         self._finals_total = 0
@@ -86,6 +133,27 @@ class LiveState:
         self._skipping_until = float("-inf")  # wall time until which "catching up" is shown
 
     # -- worker thread -------------------------------------------------------------------------------------
+    def apply_lane(self, label: str, event: Event) -> None:
+        """An event of one of several sources (each source's worker thread)."""
+        with self._lock:
+            lane = self._lanes[label]
+            if isinstance(event, LevelEvent):
+                self._audio_seen = lane.audio_seen = True
+                lane.rms, lane.peak = event.rms_dbfs, event.peak_dbfs
+            elif isinstance(event, PartialEvent):
+                lane.committed, lane.tentative = event.committed_text, event.tentative_text
+            elif isinstance(event, FinalEvent):
+                lane.committed = lane.tentative = ""
+                if event.text:
+                    self._finals.append(Caption(self._finals_total, event.text, label))
+                    self._finals_total += 1
+            elif isinstance(event, VadEvent):
+                lane.speech = event.speech
+            elif isinstance(event, NoticeEvent):
+                self._notices.append((event.wall_time_s, f"{label}: {event.message}"))
+            elif isinstance(event, StatsEvent):
+                lane.stats = event
+
     def apply(self, event: Event) -> None:
         with self._lock:
             self._track_origin(event)
@@ -152,16 +220,20 @@ class LiveState:
         with self._lock:
             self._shown_from = self._finals_total
             self._committed = self._tentative = ""
+            for lane in self._lanes.values():
+                lane.committed = lane.tentative = ""
 
     def transcript(self) -> tuple[list[str], int]:
         """All finished captions still held, and how many older ones were let go (MAX_FINALS)."""
         with self._lock:
-            return [c.text for c in self._finals], self._finals_total - len(self._finals)
+            return [c.line for c in self._finals], self._finals_total - len(self._finals)
 
     def snapshot(self, now_s: float | None = None) -> Snapshot:
         """`now_s` (wall clock) picks the notices still shown; None shows the latest ones."""
         with self._lock:
             recent = [m for t, m in self._notices if now_s is None or now_s - t < NOTICE_SHOW_S]
+            if self._lanes:
+                return self._lanes_snapshot(recent)
             s = self._stats
             rtf = self._recent_rtf()
             return Snapshot(
@@ -177,6 +249,36 @@ class LiveState:
                 gap_samples=s.gap_samples if s else 0, gaps=s.gaps if s else 0,
                 skipped_partials=s.skipped_partials if s else 0,
             )
+
+    def _lanes_snapshot(self, recent: list[str]) -> Snapshot:
+        """Several sources: each lane's line, meter and counters; the footer's RTF is the sum (one model
+        serves them all), lag the largest, dropped and gaps the totals; warnings name their source."""
+        lanes = tuple(lane.snapshot() for lane in self._lanes.values())
+        rtf = sum(lane.rtf for lane in lanes)
+        warnings = []
+        if rtf > RTF_WARN:
+            warnings.append(f"falling behind real time: RTF {rtf:.2f} for {len(lanes)} sources")
+        for lane in lanes:
+            if lane.lag_s > LAG_WARN_S:
+                warnings.append(f"{lane.label}: {lane.lag_s:.1f} s of audio waiting")
+            if lane.dropped_samples:
+                warnings.append(f"{lane.label}: audio dropped: {lane.dropped_samples / MODEL_SAMPLE_RATE:.2f} s")
+            if lane.gap_samples:
+                warnings.append(f"{lane.label}: audio missing: {lane.gap_samples / MODEL_SAMPLE_RATE:.2f} s in "
+                                f"{lane.gaps} gap{'s' if lane.gaps != 1 else ''}")
+            if lane.input_overflows:
+                warnings.append(f"{lane.label}: input overflows: {lane.input_overflows}")
+        return Snapshot(
+            model=self.model, audio=self.audio,
+            captions=tuple(c for c in self._finals if c.seq >= self._shown_from),
+            committed="", tentative="", audio_seen=self._audio_seen, speech=any(lane.speech for lane in lanes),
+            paused=self._paused, rms_dbfs=max(lane.rms_dbfs for lane in lanes),
+            peak_dbfs=max(lane.peak_dbfs for lane in lanes), rtf=rtf, latency_s=None,
+            lag_s=max(lane.lag_s for lane in lanes), dropped_samples=sum(lane.dropped_samples for lane in lanes),
+            input_overflows=sum(lane.input_overflows for lane in lanes),
+            processed_s=max((ls.stats.processed_s for ls in self._lanes.values() if ls.stats), default=0.0),
+            warnings=tuple(warnings), notices=tuple(recent[-NOTICE_LINES:]),
+            gap_samples=sum(lane.gap_samples for lane in lanes), gaps=sum(lane.gaps for lane in lanes), lanes=lanes)
 
     def _recent_rtf(self) -> float:
         if len(self._rtf_points) < 2:

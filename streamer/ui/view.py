@@ -13,12 +13,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.text import Text
 
 from streamer.core.config import MODEL_SAMPLE_RATE
-from streamer.ui.state import Snapshot
+from streamer.ui.state import Caption, Lane, Snapshot
 
 #: The level meter spans this range of input level (dBFS): quieter reads empty, 0 dBFS reads full.
 METER_FLOOR_DBFS = -60.0
@@ -31,6 +33,50 @@ STYLE_HEADER = "bold reverse"
 STYLE_TENTATIVE = "dim italic"
 STYLE_WARNING = "bold yellow"
 STYLE_NOTICE = "cyan"
+#: Each source's label colour when several run side by side (streamer --mic --desktop), in lane order.
+LANE_STYLES = ("bold green", "bold blue", "bold magenta", "bold cyan")
+
+
+def lane_style(s: Snapshot, label: str | None) -> str:
+    labels = [lane.label for lane in s.lanes]
+    return LANE_STYLES[labels.index(label) % len(LANE_STYLES)] if label in labels else "bold"
+
+
+def caption_text(s: Snapshot, caption: Caption) -> Text:
+    """A finished caption; with several sources, its label first ('you: open the door')."""
+    if caption.label is None:
+        return Text(caption.text)
+    return Text.assemble((f"{caption.label}: ", lane_style(s, caption.label)), caption.text)
+
+
+def lane_line(s: Snapshot, lane: Lane) -> Text | None:
+    """A source's current line: 'desktop › committed tentative'."""
+    if not (lane.committed or lane.tentative):
+        return None
+    line = Text.assemble((f"{lane.label} › ", lane_style(s, lane.label)), lane.committed)
+    if lane.tentative:
+        line.append(lane.tentative if lane.committed else lane.tentative.lstrip(), style=STYLE_TENTATIVE)
+    return line
+
+
+def lane_meter(s: Snapshot, lane: Lane, width: int) -> Text:
+    """A source's VAD state and level, after its label (the labels padded to one width)."""
+    pad = max(len(x.label) for x in s.lanes) + 1
+    line = Text.assemble((f"{lane.label:<{pad}}", lane_style(s, lane.label)))
+    own = replace(s, audio_seen=lane.audio_seen, speech=lane.speech, rms_dbfs=lane.rms_dbfs, peak_dbfs=lane.peak_dbfs)
+    line.append_text(meter(own, max(1, width - pad)))
+    return line
+
+
+def lanes_footer(s: Snapshot) -> list[Text]:
+    """RTF of the model over all sources, then each source's lag and dropped samples (gaps once there are any)."""
+    style = STYLE_WARNING if s.warnings else ""
+    parts = [Text.assemble((f"RTF {s.rtf:.2f}", style))]
+    for lane in s.lanes:
+        extra = f" gaps {lane.gaps}" if lane.gaps else ""
+        parts.append(Text.assemble((f"{lane.label} ", lane_style(s, lane.label)),
+                                   (f"lag {lane.lag_s:.2f} s dropped {lane.dropped_samples}{extra}", style)))
+    return parts
 
 
 def render(snapshot: Snapshot) -> CaptionScreen:
@@ -138,17 +184,23 @@ class CaptionScreen:
         notices = [Text.assemble(("» " + n, STYLE_NOTICE)) for n in s.notices]
         rule = [Text("─" * width, style="dim")]
         top = packed(header(s))
-        bottom = [x for n in notices for x in wrap(n)] + rule + wrap(meter(s, width)) + packed(footer(s))
+        meters = [x for lane in s.lanes for x in wrap(lane_meter(s, lane, width))] if s.lanes else wrap(meter(s, width))
+        foot = lanes_footer(s) if s.lanes else footer(s)
+        bottom = [x for n in notices for x in wrap(n)] + rule + meters + packed(foot)
         bottom += [x for w in warnings for x in wrap(w)] + packed(keys(s))
         if height - len(top) - len(bottom) < MIN_BODY_LINES:  # small terminal: one line each, no key help
             top = one_line(header(s))
             bottom = one_line(notices[-1:]) if notices else []
-            bottom += rule + wrap(meter(s, width))[:1] + one_line(footer(s)) + (one_line(warnings) if warnings else [])
+            bottom += rule + (meters if s.lanes else meters[:1]) + one_line(foot) + (one_line(warnings) if warnings else [])
         body_height = max(0, height - len(top) - len(bottom))
         body: list[Text] = []
-        current = current_line(s)
+        if s.lanes:  # each source's current line, in lane order, below the finished captions
+            current = [line for line in (lane_line(s, lane) for lane in s.lanes) if line is not None]
+        else:
+            one = current_line(s)
+            current = [one] if one is not None else []
         # Newest first until the body is full: older captions scroll off the top.
-        for text in ([current] if current is not None else []) + [Text(c.text) for c in reversed(s.captions)]:
+        for text in list(reversed(current)) + [caption_text(s, c) for c in reversed(s.captions)]:
             if len(body) >= body_height:
                 break
             body = wrap(text) + body

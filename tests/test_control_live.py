@@ -210,8 +210,8 @@ def test_push_to_talk_final_comes_from_the_release(virtual_mic, clips, capsys, t
             assert ctl("resume", "--name", "ptt")[0] == 0  # key press
             seen = len(events(jsonl))
             player = virtual_mic.play(long_clip, wait=False)
-            wait_until(lambda: any(e["type"] == "partial" and len(e["committed_text"]) >= 5
-                                   for e in events(jsonl)[seen:]), 20, "a partial: the speaker is talking")
+            wait_until(lambda seen=seen: any(e["type"] == "partial" and len(e["committed_text"]) >= 5
+                                             for e in events(jsonl)[seen:]), 20, "a partial: the speaker is talking")
             released = time.monotonic()
             assert ctl("pause", "--name", "ptt")[0] == 0  # key release, mid-sentence
             arrived, text = s.final()

@@ -22,7 +22,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 LOG=.venv/setup-pip.log
 STAMP=.venv/.streamer-install-stamp
-EXTRAS="vad,test,dictation,bench,desktop"
+EXTRAS="vad,test,dictation,bench,desktop,whisper"
 pip_quiet() {  # pip ARGS...: output to the log; shown (with the command) only if pip fails
   if ! .venv/bin/pip "$@" >>"$LOG" 2>&1; then
     echo "setup: pip $* failed; its output ($LOG):" >&2

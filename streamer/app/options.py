@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamer.app.session import SessionOptions
+from streamer.core.config import FinalModelConfig
 from streamer.model.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
 from streamer.sinks.desktop import DesktopOptions
 
@@ -84,6 +85,8 @@ class RunOptions:
     control: ControlOptions = field(default_factory=ControlOptions)
     #: The live inputs (--mic, --desktop); ignored with --file.
     sources: LiveSources = field(default_factory=LiveSources)
+    #: --final-model: Whisper writes the finals (name None: the CTC model does).
+    final_model: FinalModelConfig = field(default_factory=FinalModelConfig)
 
     @property
     def replay_mode(self) -> str:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported where used: the desktop sink pulls in its tools on
     from streamer.app.control import ControlServer
     from streamer.audio.files import AudioInput
     from streamer.model.language_model import LanguageModelFiles
+    from streamer.model.whisper import WhisperFinalModel
     from streamer.sinks.desktop import DesktopSink
 
 #: Exit code of a file run interrupted with Ctrl+C: the outputs hold everything up to then, not the rest.
@@ -69,10 +70,36 @@ def prepare_outputs(opts: RunOptions) -> DesktopSink | None:
     from streamer.sinks.files import check_output_path
 
     check_decoder(opts.decoder)
+    check_final_model(opts)
     desktop = build_desktop_sink(opts.desktop)
     for p in opts.outputs.paths:
         check_output_path(p, opts.outputs.overwrite)
     return desktop
+
+
+def check_final_model(opts: RunOptions) -> None:
+    """--final-model: the folder or name resolves and faster-whisper is installed (before anything loads)."""
+    final = opts.final_model
+    if final.name is None:
+        return
+    if opts.offline:
+        raise ConfigError("--final-model works on streamed utterances, not --offline", "drop one of them")
+    final.validate()
+    from streamer.errors import require
+    from streamer.model.whisper import resolve_final_model
+
+    resolve_final_model(final.name)
+    require("faster_whisper", "whisper", package="faster-whisper")
+
+
+def load_final_model(opts: RunOptions, device: str) -> WhisperFinalModel | None:
+    """The Whisper final-pass model (--final-model), or None."""
+    if opts.final_model.name is None:
+        return None
+    from streamer.model.whisper import load_final_model as load
+
+    status(f"streamer: loading final model {opts.final_model.name} ...")
+    return load(opts.final_model, device)
 
 
 def open_outputs(opts: RunOptions) -> list[Sink]:
@@ -298,19 +325,22 @@ def _run_session(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     check_frame_grid(config.window.hop_ms, config.window.lookahead_ms, ctc.geometry.frame_s * 1000)
     stdout = None if opts.tui else StdoutFinals()
     sinks: list[Sink] = ([stdout] if stdout is not None else []) + open_outputs(opts) + ([desktop] if desktop else [])
+    final_model = load_final_model(opts, str(ctc.device))
     session = Session(ctc, source, SessionOptions(config, catch_up=catch_up), sinks=sinks,
-                      final_rescorer=final_rescorer(opts.decoder, ctc, desktop))
+                      final_rescorer=final_rescorer(opts.decoder, ctc, desktop), final_model=final_model,
+                      final_hotwords=[*opts.decoder.hotwords, *(desktop.hotwords if desktop else ())])
     ui = None
     if opts.tui:
         from streamer.ui import CaptionUI
 
-        ui = CaptionUI(model=ctc.description, audio=header, session=session)
+        described = ctc.description + (f"; finals: {final_model.description}" if final_model is not None else "")
+        ui = CaptionUI(model=described, audio=header, session=session)
         session.add_handler(ui.handle)
         say[0] = ui.notify
         if desktop is not None:  # no stray stderr lines on the UI's screen: shown by it, or printed after it
             desktop.notify = ui.notify
     else:
-        status(f"streamer: {ctc.description}; {header}")
+        status(f"streamer: {ctc.description}; " + (f"finals: {final_model.description}; " if final_model else "") + header)
         session.add_handler(notice_printer(stderr_line))  # stalls, device gaps, drops: told as they happen
     _on_sigterm(session.request_stop)
     _on_sigusr1(session)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from streamer.app.worker import EventHandler, Worker
 from streamer.audio.ringbuffer import RingBuffer
@@ -27,6 +28,9 @@ from streamer.core.config import MODEL_SAMPLE_RATE, Config
 from streamer.core.events import Event
 from streamer.core.recognizer import FinalRescorer, FrameModel, Recognizer
 from streamer.sinks import Sink
+
+if TYPE_CHECKING:
+    from streamer.app.finals import FinalModel, WhisperFinals
 
 #: How long each join of the worker waits before looking again (the worker always ends: the ring is closed).
 JOIN_POLL_S = 0.5
@@ -45,7 +49,8 @@ class SessionOptions:
 class Session:
     def __init__(self, model: FrameModel, source: SourceFactory, options: SessionOptions | None = None, *,
                  sinks: Sequence[Sink] = (), handlers: Iterable[EventHandler] = (),
-                 final_rescorer: FinalRescorer | None = None, clock: Callable[[], float] = time.time) -> None:
+                 final_rescorer: FinalRescorer | None = None, clock: Callable[[], float] = time.time,
+                 final_model: FinalModel | None = None, final_hotwords: Sequence[str] = ()) -> None:
         self.options = options or SessionOptions()
         config = self.options.config.validate()
         self.model = model
@@ -57,10 +62,16 @@ class Session:
         hops = config.window.max_catch_up_hops if self.options.catch_up else 1
         self.recognizer = Recognizer(model, config, clock=clock, max_hops_per_step=hops, final_rescorer=final_rescorer)
         self.sinks = list(sinks)
+        self.final_pass: WhisperFinals | None = None
+        if final_model is not None:  # --final-model: Whisper writes the finals on a thread of its own
+            from streamer.app.finals import WhisperFinals
+
+            self.final_pass = WhisperFinals(final_model, config.vad, lambda events: self.worker.publish(events),
+                                            hotwords=final_hotwords, clock=clock)
         self.worker = Worker(self.recognizer, self.ring, [*(s.handle for s in self.sinks), *handlers],
                              clock=clock, source_dropped=self.source.dropped_samples,
                              input_overflows=self.source.input_overflows, paused=self.paused_event,
-                             nonfinite_samples=self.nonfinite_samples)
+                             nonfinite_samples=self.nonfinite_samples, final_pass=self.final_pass)
         self._started = False
         self._stopped = False
         self._lock = threading.Lock()
@@ -171,6 +182,8 @@ class Session:
         found: list[BaseException] = []
         if self.worker.error is not None:
             found.append(self.worker.error)
+        if self.final_pass is not None and self.final_pass.error is not None:
+            found.append(self.final_pass.error)
         found.extend(self.worker.sink_errors)
         if self.source.error is not None:
             found.append(self.source.error)

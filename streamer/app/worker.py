@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.core.events import AudioChunk, Event, LevelEvent, NoticeEvent, StatsEvent
 from streamer.core.recognizer import Recognizer
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.app.finals import WhisperFinals
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +74,10 @@ class Worker:
                  clock: Callable[[], float] = time.time,
                  source_dropped: Callable[[], int] = lambda: 0, input_overflows: Callable[[], int] = lambda: 0,
                  paused: threading.Event | None = None,
-                 nonfinite_samples: Callable[[], int] = lambda: 0) -> None:
+                 nonfinite_samples: Callable[[], int] = lambda: 0, final_pass: WhisperFinals | None = None) -> None:
         self.recognizer = recognizer
+        #: The Whisper final pass (--final-model): sees every chunk and takes the CTC finals (streamer.app.finals).
+        self.final_pass = final_pass
         self.ring = ring
         self.handlers = list(handlers)
         self.clock = clock
@@ -101,6 +107,8 @@ class Worker:
         self.handlers.append(handler)
 
     def start(self) -> None:
+        if self.final_pass is not None:
+            self.final_pass.start()
         self._thread.start()
         self._ticker.start()
 
@@ -194,7 +202,9 @@ class Worker:
                         self.publish([self._core_stats])
                 elif self.ring.closed and not self.ring.unread():
                     break  # every source closes the ring when it stops: all captured audio was processed
-            self.publish(self.recognizer.finish())
+            self.publish(self._route(self.recognizer.finish()))
+            if self.final_pass is not None:
+                self.final_pass.drain()  # the last utterances' finals, before the stream counts as ended
         except BaseException as exc:
             self.error = exc
             log.debug("worker failed", exc_info=True)
@@ -207,7 +217,9 @@ class Worker:
             chunk = AudioChunk(chunk.start_sample, np.zeros_like(chunk.samples), chunk.sample_rate)
         self._meter(chunk)
         self._in_feed = len(chunk.samples)
-        events = self.recognizer.feed(chunk)
+        if self.final_pass is not None:
+            self.final_pass.audio(chunk)
+        events = self._route(self.recognizer.feed(chunk))
         self._core_stats = self.recognizer.stats()
         self._in_feed = 0
         self.publish(events)
@@ -241,9 +253,12 @@ class Worker:
 
     def _set_feeding_paused(self, paused: bool) -> None:
         if paused and not self._feeding_paused:
-            self.publish(self.recognizer.end_utterance())
+            self.publish(self._route(self.recognizer.end_utterance()))
             self._core_stats = self.recognizer.stats()
         self._feeding_paused = paused
+
+    def _route(self, events: list[Event]) -> list[Event]:
+        return events if self.final_pass is None else self.final_pass.route(events)
 
     def _meter(self, chunk: AudioChunk) -> None:
         now = self.clock()

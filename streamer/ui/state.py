@@ -119,6 +119,7 @@ class LiveState:
         self._shown_from = 0  # seq of the first caption shown since the last clear
         self._committed = ""
         self._tentative = ""
+        self._line_segment = -1  # the utterance the current line shows
         self._audio_seen = False
         self._speech = False
         self._paused = False
@@ -162,9 +163,11 @@ class LiveState:
                 self._rms, self._peak = event.rms_dbfs, event.peak_dbfs
             elif isinstance(event, PartialEvent):
                 self._committed, self._tentative = event.committed_text, event.tentative_text
+                self._line_segment = event.segment_id
                 self._measure_latency(event)
             elif isinstance(event, FinalEvent):
-                self._committed = self._tentative = ""
+                if event.segment_id >= self._line_segment:  # a late final (--final-model) keeps the next line
+                    self._committed = self._tentative = ""
                 if event.text:
                     self._finals.append(Caption(self._finals_total, event.text))
                     self._finals_total += 1

@@ -121,8 +121,10 @@ class WhisperFinals:
             o = self._open  # no word to cut at for max_piece_s: decode what there is
             self._submit(o.segment_id, o.start_sample, self._history.end, self._history.end, "", self._history.end, True)
             o.start_sample = self._history.end
-        keep = self._open.start_sample if self._open is not None else self._history.end - self._keep_idle
-        self._history.trim_before(max(0, min(keep, self._history.end - self._keep_idle)))
+        # an utterance the recognizer opens in this chunk starts at most _keep_idle before it
+        idle_keep = chunk.start_sample - self._keep_idle
+        keep = self._open.start_sample if self._open is not None else idle_keep
+        self._history.trim_before(max(0, min(keep, idle_keep)))
 
     def route(self, events: Iterable[Event]) -> list[Event]:
         """The recognizer's events: CTC finals are taken (their text kept for comparison), an utterance's end

@@ -63,8 +63,9 @@ def _reset(model) -> None:
         model.reset()
 
 
-def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
-    """The application's own Session, fed by a paced replay of `audio` in capture-sized blocks."""
+def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS, final_model=None) -> RunResult:
+    """The application's own Session, fed by a paced replay of `audio` in capture-sized blocks (with
+    `final_model`: the Whisper final pass, streamer.app.finals)."""
     clock = time.perf_counter
     events: list[Event] = []
     max_lag = [0.0]
@@ -81,19 +82,24 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
         sources.append(source)
         return source
 
-    session = Session(model, paced, SessionOptions(config, catch_up=True), handlers=[collect], clock=clock)
+    session = Session(model, paced, SessionOptions(config, catch_up=True), handlers=[collect], clock=clock,
+                      final_model=final_model)
     cpu0, w0 = time.process_time(), clock()
     with session:
         while not session.wait(0.25):
             pass
     wall, cpu = clock() - w0, time.process_time() - cpu0
     session.raise_errors()
+    finals = session.final_pass
+    extra = {} if finals is None else {"final_pass_compute_s": round(finals.compute_s, 3), "final_pass_decoded": finals.decoded,
+                                       "final_pass_suppressed": finals.suppressed, "final_pass_empty": finals.empty,
+                                       "final_pass_disagreements": finals.disagreements}
     source = sources[0]
     assert source.started_at is not None
     rec = session.recognizer
     return RunResult("realtime", events, source.started_at, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s,
                      cpu, rec.windows_run, session.dropped_samples(), max_lag[0], _peak_rss_mb(),
-                     {"source_late_max_ms": round(source.late_s * 1000, 1)})
+                     {"source_late_max_ms": round(source.late_s * 1000, 1), **extra})
 
 
 def run_unaware(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:

@@ -201,15 +201,21 @@ class FinalModelConfig:
     beam_size: int = 1
     #: int8 on the CPU: about twice float32's speed for tiny.en at the same text.
     compute_type: str = "int8"
-    #: CTranslate2 threads for the final pass (0: its default). The streaming path keeps its own threads.
+    #: CTranslate2 threads for the final pass (0: its default, one per core).
     threads: int = 0
+    #: The final pass runs this much nicer than the process (Linux), so that when it overlaps the next
+    #: utterance the CTC partials keep the CPU (BENCHMARKS.md, Whisper final pass). 0: same priority.
+    nice: int = 10
     #: An utterance the CTC model heard nothing in gets no final when Whisper's no-speech probability is
     #: above this (Whisper writes "Thank you." into silence and noise): Whisper's own threshold.
     no_speech_threshold: float = 0.6
     #: A final is flagged (`disagreement`, with the CTC text) when the two texts, lowercased without
-    #: punctuation, are less similar than this (rapidfuzz ratio, 0..100): they share almost nothing. The
-    #: demo model's text of real speech (73% CER) still scores 40-80 against Whisper's.
-    disagreement_below: float = 25.0
+    #: punctuation, are less similar than this (rapidfuzz ratio of characters, 0..100). Unrelated sentences
+    #: score 17-40 ("Thank you." / "OPEN THE WINDOW QUICKLY" 31), the same words misheard a little 80 and
+    #: more. The demo model's text of real speech (73% CER) scores 30-45 against Whisper's: with it most
+    #: real-speech finals are flagged, which is true (its text carries little). An utterance the CTC model
+    #: heard nothing in scores 0.
+    disagreement_below: float = 40.0
     #: Audio of one utterance given to Whisper at most: its input window. A longer utterance (the CTC model
     #: heard no word to split it at) is decoded in pieces this long.
     max_piece_s: float = 30.0
@@ -220,6 +226,8 @@ class FinalModelConfig:
             raise ConfigError(f"--final-beam-size must be at least 1, not {self.beam_size}")
         if self.threads < 0:
             raise ConfigError(f"final-model threads must not be negative, not {self.threads}")
+        if not 0 <= self.nice <= 19:
+            raise ConfigError(f"final-model nice must be within 0..19, not {self.nice}")
         if not 0.0 <= self.no_speech_threshold <= 1.0:
             raise ConfigError(f"no-speech threshold must be within 0..1, not {self.no_speech_threshold}")
         if not 0.0 <= self.disagreement_below <= 100.0:

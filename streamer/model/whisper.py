@@ -12,6 +12,8 @@ result; this module only loads and decodes.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +110,31 @@ class WhisperFinalModel:
 
 
 def load_final_model(config: FinalModelConfig, device: str = "cpu", warmup: bool = True) -> WhisperFinalModel:
+    """Load (and warm up) the model on a thread whose CPU priority is lowered by `config.nice` first: the
+    threads CTranslate2 starts for it are its children and inherit that priority (Linux), so a final pass
+    running while the next utterance streams yields the CPU to the partials."""
     config.validate()
-    model = WhisperFinalModel(config, device="cuda" if device == "cuda" else "cpu")
-    if warmup:
-        model.warm_up()
-    return model
+    result: list[WhisperFinalModel] = []
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            if config.nice and hasattr(os, "setpriority"):
+                try:  # this thread only (Linux: PRIO_PROCESS with a thread id)
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                                   min(19, os.getpriority(os.PRIO_PROCESS, 0) + config.nice))
+                except OSError:
+                    log.debug("could not lower the final pass's priority", exc_info=True)
+            model = WhisperFinalModel(config, device="cuda" if device == "cuda" else "cpu")
+            if warmup:
+                model.warm_up()
+            result.append(model)
+        except BaseException as exc:
+            failed.append(exc)
+
+    loader = threading.Thread(target=load, name="whisper-load", daemon=True)
+    loader.start()
+    loader.join()
+    if failed:
+        raise failed[0]
+    return result[0]

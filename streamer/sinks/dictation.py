@@ -5,8 +5,9 @@ it up to date out. Pure: no I/O, no clock.
     update = dictation.feed("HELLO WORLD PERIOD")     # document 'Hello world.'
     update = dictation.feed("SCRATCH THAT")           # document '' and edits (Delete(12),)
 
-Shaping (each part can be switched off with ShapingConfig): words are lowercased and sentences capitalised
-(also the pronoun "I"); spoken punctuation ("period", "comma", "question mark", ...) and layout ("new line",
+Shaping (each part can be switched off with ShapingConfig): words are lowercased (a text in capitals only,
+as CTC models write; a cased text such as a Whisper final keeps its casing and punctuation) and sentences
+capitalised (also the pronoun "I"); spoken punctuation ("period", "comma", "question mark", ...) and layout ("new line",
 "new paragraph") become characters; "scratch that" removes the utterance in progress, or, said on its own,
 the last utterance still in the document (said again, the one before).
 
@@ -29,6 +30,9 @@ SPOKEN_PUNCTUATION: tuple[tuple[str, str], ...] = (
 
 #: Editing commands that remove the last utterance.
 SCRATCH_PHRASES: tuple[str, ...] = ("scratch that",)
+
+#: Marks written once when said right after the same mark (a Whisper final writes 'Hello. Period.').
+PUNCTUATION_MARKS = ".,?!:;"
 
 #: Characters after which the next word starts a sentence.
 SENTENCE_END = ".?!"
@@ -181,17 +185,21 @@ class Dictation:
         words = text.split()
         if not self.config.enabled:
             return [_Word(w) for w in words]
-        lowered = [w.lower() for w in words]
+        # A CTC model writes capitals only ('HELLO WORLD'): lowercased. A cased text (Whisper finals,
+        # --final-model) keeps its casing and punctuation; phrases match without either ('Period.').
+        cased = any(c.islower() for c in text)
+        shown = words if cased else [w.lower() for w in words]
+        keys = [normalize_phrase(w) for w in words]
         items: list[_Item] = []
         i = 0
         while i < len(words):
             for phrase, item in self._phrases:
-                if tuple(lowered[i : i + len(phrase)]) == phrase:
+                if tuple(keys[i : i + len(phrase)]) == phrase:
                     items.append(item)
                     i += len(phrase)
                     break
             else:
-                items.append(_Word(lowered[i]))
+                items.append(_Word(shown[i]))
                 i += 1
         return items
 
@@ -212,6 +220,8 @@ class Dictation:
                 piece = ("" if not tail or tail.endswith("\n") else " ") + word
             else:
                 assert isinstance(item, _Mark)
+                if item.chars in PUNCTUATION_MARKS and tail.endswith(item.chars):
+                    continue  # 'world. Period.': a cased model wrote the mark the speaker said
                 piece = item.chars
             out.append(piece)
             tail += piece

@@ -30,6 +30,7 @@ from streamer.app.control import socket_path
 from streamer.cli import main
 from streamer.errors import ModelLoadError
 from streamer.model import demo_model_path
+from test_desktop_audio import desk  # noqa: F401  (the fixture: a default output beside the virtual mic)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,11 +57,11 @@ class Live:
     """`python -m streamer --model demo --no-tui ...` on the virtual microphone; stdout and stderr lines are
     read on threads and kept with the time they arrived."""
 
-    def __init__(self, *args: str, name: str | None = None) -> None:
+    def __init__(self, *args: str, name: str | None = None, env: dict | None = None) -> None:
         extra = ["--name", name] if name else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamer", "--model", "demo", "--no-tui", *extra, *args],
-            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, stdin=subprocess.DEVNULL,
+            env=dict(env or os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.out: queue.Queue[tuple[float, str]] = queue.Queue()
@@ -108,8 +109,8 @@ class Live:
             self.proc.wait(10)
 
 
-def ctl(*args: str) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "streamer", "ctl", *args], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+def ctl(*args: str, env: dict | None = None) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "streamer", "ctl", *args], env=dict(env or os.environ, PYTHONPATH=str(ROOT)),
                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -262,3 +263,27 @@ def test_a_killed_instance_leaves_a_stale_socket_that_the_next_start_replaces(vi
         assert again.finish() == 0
     finally:
         again.kill()
+
+
+def test_ctl_drives_mic_and_desktop_together(desk, tmp_path):
+    """--mic --desktop: one socket pauses and resumes both sessions; status names both sources."""
+    from test_desktop_audio import CLIPS
+
+    jsonl = tmp_path / "both.jsonl"
+    s = Live("--mic", "--desktop", "--start-paused", "--output", str(jsonl), name="both", env=desk.env)
+    try:
+        assert s.ready().startswith("streamer: ready, paused")
+        desk.play_as_media(CLIPS / "demo2_en-gb-f2.wav")  # paused: not heard
+        assert ctl("resume", "--name", "both", env=desk.env)[0] == 0
+        desk.play_as_media(CLIPS / "demo1_en-us.wav")
+        s.final()
+        rc, out, _ = ctl("status", "--json", "--name", "both", env=desk.env)
+        status = json.loads(out)["status"]
+        assert rc == 0 and status["state"] == "listening" and len(status["sources"]) == 2
+        assert status["utterances"] == 1
+        assert ctl("quit", "--name", "both", env=desk.env)[0] == 0
+        assert s.finish() == 0
+    finally:
+        s.kill()
+    finals = [e for e in events(jsonl) if e["type"] == "final" and e["text"]]
+    assert [f["source"] for f in finals] == ["desktop"]

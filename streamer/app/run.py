@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from streamer.errors import ConfigError, MissingDependencyError, OutOfMemory, St
 from streamer.sinks import Sink
 
 if TYPE_CHECKING:  # imported where used: the desktop sink pulls in its tools only when asked for
-    from streamer.app.control import ControlServer
+    from streamer.app.control import ControlServer, ControlTarget
     from streamer.audio.files import AudioInput
     from streamer.model.language_model import LanguageModelFiles
     from streamer.model.whisper import WhisperFinalModel
@@ -293,24 +293,38 @@ def open_control(opts: RunOptions, say: Callable[[str], None]) -> ControlServer 
     return control
 
 
-def attach_control(control: ControlServer, session: Session, model: str, sources: tuple[str, ...]) -> None:
-    """`streamer ctl` drives this session from now on; its status names the model and the sources."""
+def attach_control(control: ControlServer, target: ControlTarget, sessions: Sequence[Session], model: str,
+                   sources: tuple[str, ...]) -> None:
+    """`streamer ctl` drives `target` (the session, or the group of them) from now on; its status names the
+    model and the sources, and counts over all the sessions."""
     from streamer.app.control import ControlStatus
 
     def current() -> ControlStatus:
-        state = "stopping" if session.stopping.is_set() else "paused" if session.paused else "listening"
+        stopping = any(s.stopping.is_set() for s in sessions)
+        state = "stopping" if stopping else "paused" if target.paused else "listening"
         return ControlStatus(control.name, os.getpid(), state, model, sources, time.monotonic() - control.started,
-                             control.utterances, session.dropped_samples(), session.processed_s)
+                             control.utterances, sum(s.dropped_samples() for s in sessions),
+                             max(s.processed_s for s in sessions))
 
-    session.add_handler(control.handle_event)
-    control.attach(session, current)
+    for session in sessions:
+        session.add_handler(control.handle_event)
+    control.attach(target, current)
 
 
-def _on_sigusr1(session: Session) -> None:
+def announce_control(control: ControlServer | None, paused: bool) -> None:
+    """The plain-output line that says the instance is ready and how to drive it."""
+    if control is None:
+        how = "SIGUSR1 toggles"
+    else:
+        how = "streamer ctl pause|resume|toggle|status|quit" + ("" if control.name == "default" else
+                                                               f" --name {control.name}")
+    stderr_line(f"streamer: ready, {'paused' if paused else 'listening'} ({how})")
+
+
+def _on_sigusr1(toggle: Callable[[], object]) -> None:
     """SIGUSR1 pauses or resumes (as `streamer ctl toggle`); on a thread, since pausing takes a lock."""
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1,
-                      lambda *_: threading.Thread(target=session.toggle_pause, name="sigusr1", daemon=True).start())
+        signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=toggle, name="sigusr1", daemon=True).start())
 
 
 def _run_session(opts: RunOptions, source: SourceFactory, header: str, catch_up: bool, interrupt_exit: int,
@@ -343,15 +357,13 @@ def _run_session(opts: RunOptions, source: SourceFactory, header: str, catch_up:
         status(f"streamer: {ctc.description}; " + (f"finals: {final_model.description}; " if final_model else "") + header)
         session.add_handler(notice_printer(stderr_line))  # stalls, device gaps, drops: told as they happen
     _on_sigterm(session.request_stop)
-    _on_sigusr1(session)
+    _on_sigusr1(session.toggle_pause)
     if opts.control.start_paused:
         session.pause()
     if control is not None:
-        attach_control(control, session, ctc.description, (header,))
+        attach_control(control, session, [session], ctc.description, (header,))
     if not opts.tui and (control is not None or opts.control.start_paused):
-        how = (f"streamer ctl pause|resume|toggle|status|quit{'' if control.name == 'default' else ' --name ' + control.name}"
-               if control is not None else "SIGUSR1 toggles")
-        stderr_line(f"streamer: ready, {'paused' if session.paused else 'listening'} ({how})")
+        announce_control(control, session.paused)
     interrupted = False
     try:
         session.start()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamer.app.options import RunOptions
 from streamer.app.session import Session, SessionOptions
@@ -28,6 +29,9 @@ from streamer.core.config import check_frame_grid
 from streamer.errors import ConfigError, StreamerError
 from streamer.sinks import Sink
 from streamer.sinks.labels import SourceLabel, SourceTap
+
+if TYPE_CHECKING:
+    from streamer.app.control import ControlServer
 
 #: How often the group looks whether one of its sessions has ended.
 GROUP_POLL_S = 0.1
@@ -152,8 +156,30 @@ def live_inputs(opts: RunOptions) -> list[SourceInput]:
 
 def run_sources(opts: RunOptions, inputs: Sequence[SourceInput]) -> int:
     """Load the model once, run one Session per input over it until Ctrl+C / SIGTERM / q or a source ends,
-    show them as labelled lanes (or labelled plain lines), and report what each lost."""
-    from streamer.app.run import _on_sigterm, final_rescorer, open_outputs, prepare_outputs, status, stderr_line
+    show them as labelled lanes (or labelled plain lines), and report what each lost. `streamer ctl` (and
+    SIGUSR1) pause and resume them together."""
+    from streamer.app.run import open_control, stderr_line
+
+    control = open_control(opts, stderr_line)  # the name is claimed before the model loads
+    try:
+        return _run_sources(opts, inputs, control)
+    finally:
+        if control is not None:
+            control.close()
+
+
+def _run_sources(opts: RunOptions, inputs: Sequence[SourceInput], control: ControlServer | None) -> int:
+    from streamer.app.run import (
+        _on_sigterm,
+        _on_sigusr1,
+        announce_control,
+        attach_control,
+        final_rescorer,
+        open_outputs,
+        prepare_outputs,
+        status,
+        stderr_line,
+    )
     from streamer.model import load_model
     from streamer.sinks.stdout import STDOUT_FAILED_EXIT, StdoutFinals
 
@@ -189,6 +215,13 @@ def run_sources(opts: RunOptions, inputs: Sequence[SourceInput]) -> int:
         for inp, session in zip(inputs, sessions):
             session.add_handler(notice_printer(labelled_warning(inp.label, stderr_line)))
     _on_sigterm(group.request_stop)
+    _on_sigusr1(group.toggle_pause)
+    if opts.control.start_paused:
+        group.pause()
+    if control is not None:
+        attach_control(control, group, sessions, ctc.description, tuple(i.header for i in inputs))
+    if ui is None and (control is not None or opts.control.start_paused):
+        announce_control(control, group.paused)
     try:
         group.start()
         if ui is not None:

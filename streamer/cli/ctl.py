@@ -45,8 +45,7 @@ def format_status(status: dict) -> str:
     return "\n".join([
         f"state:           {status.get('state')}",
         f"model:           {status.get('model')}",
-        f"source{'s' if len(sources) > 1 else ''}:{' ' * (10 if len(sources) > 1 else 11)}"
-        + "; ".join(str(s) for s in sources),
+        f"{'sources:' if len(sources) > 1 else 'source:':<17}" + "; ".join(str(s) for s in sources),
         f"uptime:          {_duration(float(status.get('uptime_s', 0.0)))}",
         f"utterances:      {status.get('utterances')}",
         f"dropped samples: {dropped} ({dropped / MODEL_SAMPLE_RATE:.2f} s)",

@@ -295,7 +295,7 @@ def test_two_sources_in_a_real_terminal(desk, tmp_path):
     from test_ui import Tmux
 
     jsonl = tmp_path / "events.jsonl"
-    env = " ".join(f"{k}={shlex.quote(desk.env[k])}" for k in ("PULSE_RUNTIME_PATH", "PULSE_STATE_PATH"))
+    env = " ".join(f"{k}={shlex.quote(desk.env[k])}" for k in ("PULSE_RUNTIME_PATH", "PULSE_STATE_PATH", "XDG_RUNTIME_DIR"))
     cmd = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "streamer", "--mic", "--desktop", "--model",
                                                  "demo", "--output", jsonl])
     term = Tmux(100, 24)
@@ -326,6 +326,36 @@ def test_two_sources_in_a_real_terminal(desk, tmp_path):
         term.kill()
 
 
+@pytest.mark.slow
+@pytest.mark.audio
+def test_ctl_drives_both_sources(desk, tmp_path):
+    """--start-paused with both sources: nothing is heard until `streamer ctl resume`; status names both;
+    `ctl quit` ends the run with exit 0."""
+    from test_capture import Streamer, wait_until
+
+    out_jsonl = tmp_path / "out.jsonl"
+    s = Streamer("--mic", "--desktop", "--no-tui", "--model", "demo", "--name", "desk-test", "--start-paused",
+                 "--output", out_jsonl, env=desk.env)
+    s.wait_for_line("streamer: ready, paused")
+    desk.play_as_media(CLIPS / "demo2_en-gb-f2.wav")  # paused: not transcribed
+    r = run_cli("ctl", "status", "--json", "--name", "desk-test", env=desk.env)
+    assert r.returncode == 0, r.stderr
+    state = json.loads(r.stdout)["status"]
+    assert state["state"] == "paused" and len(state["sources"]) == 2, state
+    assert run_cli("ctl", "resume", "--name", "desk-test", env=desk.env).returncode == 0
+    desk.play_as_media(CLIPS / "demo1_en-us.wav")
+
+    def finals() -> list[dict]:
+        return finals_of([json.loads(line) for line in out_jsonl.read_text().splitlines()]) if out_jsonl.exists() else []
+
+    wait_until(lambda: finals(), 20, "the resumed clip's final")
+    assert run_cli("ctl", "quit", "--name", "desk-test", env=desk.env).returncode == 0
+    rc, _, stderr = s.finish()
+    assert rc == 0, stderr
+    assert [e["source"] for e in finals()] == ["desktop"]
+    assert "PUSHED" not in " ".join(e["text"] for e in finals())
+
+
 def test_env_is_restored_after_opening_a_monitor():
     from streamer.audio.monitor import pulse_source_env
 
@@ -333,3 +363,31 @@ def test_env_is_restored_after_opening_a_monitor():
     with pulse_source_env("speakers.monitor"):
         assert os.environ["PULSE_SOURCE"] == "speakers.monitor"
     assert os.environ.get("PULSE_SOURCE") == before
+
+
+# -- two sessions run as one (pure: hand-built model, replayed blocks) -----------------------------------------
+def test_session_group_ends_the_run_when_one_source_ends_and_pauses_both():
+    import time
+
+    from streamer.app.sources import SessionGroup
+    from streamer.audio.replay import paced_blocks
+    from test_session import BLOCK, RecordingSink, make_session, replay
+
+    from helpers import LocalModel, utterances
+
+    short, long = RecordingSink(), RecordingSink()
+    ends = make_session(LocalModel(), replay(paced_blocks(utterances(3, 1), BLOCK), "realtime"), [short])
+    goes_on = make_session(LocalModel(), replay(paced_blocks(utterances(4, 30), BLOCK), "realtime"), [long])
+    group = SessionGroup([ends, goes_on])
+    assert group.toggle_pause() and ends.paused and goes_on.paused
+    assert not group.toggle_pause() and not ends.paused and not goes_on.paused
+    started = time.monotonic()
+    group.start()
+    try:
+        assert group.finished.wait(20), "the group did not end with its shorter source"
+    finally:
+        group.stop()
+    assert time.monotonic() - started < 15  # the long source (about 66 s) was stopped, not played out
+    assert goes_on.stopping.is_set() and group.stopping.is_set()
+    assert short.closed == 1 and long.closed == 1
+    assert ends.dropped_samples() == 0 and goes_on.dropped_samples() == 0

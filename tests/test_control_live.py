@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -287,3 +289,28 @@ def test_ctl_drives_mic_and_desktop_together(desk, tmp_path):
         s.kill()
     finals = [e for e in events(jsonl) if e["type"] == "final" and e["text"]]
     assert [f["source"] for f in finals] == ["desktop"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt install tmux)")
+def test_the_caption_screen_shows_a_pause_from_outside(tmp_path, utterances_wav, tiny_model):
+    """The TUI in a real terminal (tmux): --start-paused shows paused; ctl resume / pause switch what the
+    screen shows; ctl quit ends it with exit 0."""
+    from test_ui import Tmux
+
+    cmd = " ".join(shlex.quote(str(a)) for a in [
+        "env", f"PYTHONPATH={ROOT}", f"XDG_RUNTIME_DIR={os.environ['XDG_RUNTIME_DIR']}", sys.executable, "-m",
+        "streamer", "--file", utterances_wav, "--replay", "realtime", "--model", tiny_model, "--start-paused",
+        "--name", "tui"])
+    term = Tmux(80, 24)
+    try:
+        term.send(f"clear; {cmd}; echo EXIT=$?", "Enter")
+        term.wait_for(lambda lines: any("‖ paused" in line for line in lines), 60, "paused at start")
+        assert ctl("resume", "--name", "tui")[0] == 0
+        term.wait_for(lambda lines: any("p pause" in line for line in lines), 5, "listening")
+        assert ctl("pause", "--name", "tui")[0] == 0
+        term.wait_for(lambda lines: any("‖ paused" in line for line in lines), 5, "paused from outside")
+        assert ctl("quit", "--name", "tui")[0] == 0
+        lines = term.wait_for(lambda lines: any(line.startswith("EXIT=") for line in lines), 15, "exit")
+        assert "EXIT=0" in lines
+    finally:
+        term.kill()

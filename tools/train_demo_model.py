@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_voices as dv  # noqa: E402
+
 import demo_corpus as dc  # noqa: E402
 
 SR = dc.SAMPLE_RATE
@@ -49,7 +51,8 @@ SPEED_WPM = (110, 240, 170)  # espeak-ng words per minute: triangular (low, high
 PITCH = (15, 85)  # espeak-ng pitch, uniform
 
 
-def _init_worker(corpus_dir: str, exclude: set, seed: int, speed_wpm=SPEED_WPM, pitch=PITCH):
+def _init_worker(corpus_dir: str, exclude: set, seed: int, speed_wpm=SPEED_WPM, pitch=PITCH,
+                 engines: dict | None = None, speed_perturb: float = 0.0):
     rows = [r for r in dc.read_corpus(Path(corpus_dir) / "train.tsv") if dc.label_of(r[1]) not in exclude]
     by_src: dict[str, list[str]] = {}
     for src, t in rows:
@@ -59,6 +62,8 @@ def _init_worker(corpus_dir: str, exclude: set, seed: int, speed_wpm=SPEED_WPM, 
     _G["words"] = dc.wordlist_for_random()
     _G["seed"] = seed
     _G["speed_wpm"], _G["pitch"] = tuple(speed_wpm), tuple(pitch)
+    _G["engines"] = dict(engines or {"espeak": 1.0})
+    _G["speed_perturb"] = speed_perturb
 
 
 SOURCE_WEIGHTS = {"fortunes": 0.40, "man": 0.20, "licences": 0.05, "docs": 0.05,
@@ -85,18 +90,28 @@ def make_clip(i: int):
     else:
         pool = _G["by_src"].get(src) or _G["all"]
         text = rng.choice(pool)
-    voice = rng.choice(dc.TRAIN_ACCENTS)
-    var = rng.choice(dc.TRAIN_VARIANTS)
-    if var:
-        voice += "+" + var
-    speed = int(rng.triangular(*_G["speed_wpm"]))
-    pitch = rng.randint(*_G["pitch"])
-    gap = 0 if rng.random() < 0.8 else rng.randint(1, 4)
+    engines = _G["engines"]
+    # (the espeak-only mix draws no engine, so the committed recipe's clips stay exactly as they were)
+    engine = "espeak" if list(engines) == ["espeak"] else rng.choices(list(engines), weights=list(engines.values()))[0]
     try:
-        x = dc.espeak(text, voice, speed, pitch, gap)
-    except Exception as e:  # pragma: no cover - espeak failure on odd text
-        print(f"espeak failed on {text!r}: {e}", file=sys.stderr)
+        if engine == "festival":  # v2: Debian festival voices (tools/demo_voices.py)
+            x = dv.festival(text, rng.choice(dv.FESTIVAL_VOICES), rng.uniform(0.8, 1.3))
+        elif engine == "piper":  # v2: the piper en_US joe voice
+            x = dv.piper(text, rng.uniform(0.75, 1.35), rng.uniform(0.4, 0.9), rng.uniform(0.5, 1.0))
+        else:
+            voice = rng.choice(dc.TRAIN_ACCENTS)
+            var = rng.choice(dc.TRAIN_VARIANTS)
+            if var:
+                voice += "+" + var
+            speed = int(rng.triangular(*_G["speed_wpm"]))
+            pitch = rng.randint(*_G["pitch"])
+            gap = 0 if rng.random() < 0.8 else rng.randint(1, 4)
+            x = dc.espeak(text, voice, speed, pitch, gap)
+    except Exception as e:  # pragma: no cover - synthesis failure on odd text
+        print(f"{engine} failed on {text!r}: {e}", file=sys.stderr)
         return None
+    if _G["speed_perturb"] and rng.random() < _G["speed_perturb"]:  # tempo and pitch together
+        x = dv.speed_perturb(x, rng.uniform(0.85, 1.15))
     if len(x) > MAX_CLIP_S * SR or len(x) < 0.2 * SR:
         return None
     peak = float(np.abs(x).max()) + 1e-9
@@ -309,13 +324,72 @@ class Pool:
             return [self.audio[j] for j in idx], [self.labels[j] for j in idx]
 
 
-def make_batch(clips, labels, rng: np.random.Generator, device, augment=True, snr_db=(5.0, 45.0)):
-    """Pad with random silence, add gain and noise (SNR uniform in snr_db for 80% of clips), normalise like
-    Wav2Vec2FeatureExtractor."""
+def concat_pairs(clips, labels, rng: np.random.Generator, gap_s=(0.3, 2.0)):
+    """Multi-sentence clips (v2): join the batch's clips in pairs with 0.3-2 s of silence between them, the
+    labels with a word boundary, so that whole-recording decoding of dictation is in the training
+    distribution. The batch keeps about its audio budget (half the clips, twice as long)."""
+    import torch
+    out_c, out_l = [], []
+    for k in range(0, len(clips) - 1, 2):
+        gap = torch.zeros(int(rng.uniform(*gap_s) * SR), dtype=clips[k].dtype, device=clips[k].device)
+        out_c.append(torch.cat([clips[k], gap, clips[k + 1]]))
+        a, b = labels[k], labels[k + 1]
+        out_l.append(a + [dc.VOCAB["|"]] + b if a and b else a or b)
+    if len(clips) % 2:
+        out_c.append(clips[-1])
+        out_l.append(labels[-1])
+    return out_c, out_l
+
+
+def room_and_mic(x, tot, rng: np.random.Generator, reverb_p: float, band_p: float):
+    """Reverberation from a synthetic room impulse response (direct path, a few early reflections, an
+    exponentially decaying diffuse tail; RT60 0.15-0.9 s, direct-to-reverberant ratio -3..+12 dB) for
+    reverb_p of the clips, and a microphone response for band_p of them (high-pass 60-300 Hz, low-pass
+    3.4-7.5 kHz: telephone to laptop, a random smooth spectral tilt/EQ of +-6 dB). One FFT per batch."""
+    import torch
+    B, T = x.shape
+    n_rir = int(0.9 * SR)
+    nfft = 1 << int(math.ceil(math.log2(T + n_rir)))
+    H = torch.ones(B, nfft // 2 + 1, dtype=torch.complex64, device=x.device)
+    f = torch.fft.rfftfreq(nfft, 1 / SR).to(x.device)
+    any_ = False
+    for b in range(B):
+        if rng.random() < reverb_p:
+            rt60 = rng.uniform(0.15, 0.9)
+            n = int(rt60 * SR)
+            t = np.arange(n) / SR
+            h = rng.standard_normal(n) * np.exp(-6.908 * t / rt60)
+            h[:int(0.002 * SR)] = 0
+            for _ in range(rng.integers(2, 7)):  # early reflections, 2-40 ms
+                h[rng.integers(int(0.002 * SR), int(0.04 * SR))] += rng.uniform(-0.6, 0.6) * np.sqrt(np.sum(h ** 2))
+            drr = 10 ** (rng.uniform(-3, 12) / 10)
+            h = h / np.sqrt(np.sum(h ** 2) * drr)
+            h[0] = 1.0
+            H[b] = torch.fft.rfft(torch.from_numpy(h).float().to(x.device), nfft)
+            any_ = True
+        if rng.random() < band_p:
+            hp, lp = rng.uniform(60, 300), rng.uniform(3400, 7500)
+            g = 1 / (1 + (hp / f.clamp(min=1)) ** 4) / (1 + (f / lp) ** 8)  # 4th / 8th order magnitude responses
+            knots = torch.from_numpy(rng.uniform(-6, 6, 6)).float().to(x.device)
+            pos = f / (SR / 2) * (len(knots) - 1)
+            i0 = pos.floor().long().clamp(max=len(knots) - 2)
+            eq_db = knots[i0] + (knots[i0 + 1] - knots[i0]) * (pos - i0)
+            H[b] = H[b] * (g * 10 ** (eq_db / 20))
+            any_ = True
+    if not any_:
+        return x
+    y = torch.fft.irfft(torch.fft.rfft(x, nfft) * H, nfft)[:, :T]
+    return y
+
+
+def make_batch(clips, labels, rng: np.random.Generator, device, augment=True, snr_db=(5.0, 45.0),
+               room: tuple[float, float] = (0.0, 0.0), max_pad_s: float = 0.5):
+    """Pad with random silence, (v2) reverberate and band-limit (room: reverb_p, band_p), add gain and noise
+    (SNR uniform in snr_db for 80% of clips), normalise like Wav2Vec2FeatureExtractor."""
     import torch
     B = len(clips)
-    lead = rng.integers(0, SR // 2 + 1, B) if augment else np.zeros(B, int)
-    trail = rng.integers(0, SR // 2 + 1, B) if augment else np.zeros(B, int)
+    lead = rng.integers(0, int(max_pad_s * SR) + 1, B) if augment else np.zeros(B, int)
+    trail = rng.integers(0, int(max_pad_s * SR) + 1, B) if augment else np.zeros(B, int)
     lens = np.array([len(c) for c in clips])
     tot = lead + lens + trail
     T = int(tot.max())
@@ -325,6 +399,8 @@ def make_batch(clips, labels, rng: np.random.Generator, device, augment=True, sn
     x = x / 32768.0
     tot_t = torch.from_numpy(tot).to(device)
     mask = (torch.arange(T, device=device)[None, :] < tot_t[:, None]).long()
+    if augment and (room[0] or room[1]):
+        x = room_and_mic(x, tot, rng, *room)
     speech_rms = (x.pow(2).sum(1) / torch.from_numpy(lens).float().to(device).clamp(min=1)).sqrt() + 1e-4
     if augment:
         snr = torch.from_numpy(rng.uniform(snr_db[0], snr_db[1], B)).float().to(device)
@@ -480,6 +556,17 @@ def main(argv=None):
                     help="espeak-ng pitch of the training clips, uniform (the manifests use %d-%d)" % dc.MANIFEST_PITCH)
     ap.add_argument("--snr-db", type=float, nargs=2, default=[5.0, 45.0], metavar=("MIN", "MAX"),
                     help="range of the additive-noise SNR augmentation")
+    ap.add_argument("--engines", nargs="+", default=["espeak=1"], metavar="ENGINE=WEIGHT",
+                    help="synthesis engines and their shares of the clips: espeak, festival, piper "
+                         "(tools/demo_voices.py; v2: espeak=0.45 festival=0.3 piper=0.25; flite is held out)")
+    ap.add_argument("--speed-perturb", type=float, default=0.0, metavar="P",
+                    help="v2: resample P of the clips to 0.85-1.15x speed (tempo and pitch)")
+    ap.add_argument("--reverb-p", type=float, default=0.0, help="v2: share of clips reverberated (synthetic rooms)")
+    ap.add_argument("--band-p", type=float, default=0.0,
+                    help="v2: share of clips band-limited / coloured like a telephone or laptop microphone")
+    ap.add_argument("--concat-p", type=float, default=0.0,
+                    help="v2: share of batches whose clips are joined in pairs with 0.3-2 s silences")
+    ap.add_argument("--max-pad-s", type=float, default=0.5, help="random leading / trailing silence per clip")
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: where the device runs bf16 natively: a GPU with bf16, a CPU with "
                          "avx512_bf16 or AMX, ~1.5x faster there; elsewhere fp32, as emulated bf16 is ~5x slower)")
@@ -523,6 +610,13 @@ def main(argv=None):
     if args.stream_ratio < 0 or args.stream_ratio and args.stream_data is False:
         ap.error("--stream-ratio needs a ratio >= 0 and streamed data (it implies --stream-data; drop "
                  "--no-stream-data)")
+
+    try:
+        engines = {k: float(v) for k, v in (e.split("=") for e in args.engines)}
+    except ValueError:
+        ap.error("--engines takes ENGINE=WEIGHT items, e.g. espeak=0.5 festival=0.3 piper=0.2")
+    if not set(engines) <= {"espeak", "festival", "piper"}:
+        ap.error("--engines: known engines are espeak, festival and piper (flite is the held-out engine)")
 
     if args.bundle:
         from transformers import Wav2Vec2ForCTC
@@ -576,7 +670,8 @@ def main(argv=None):
     # ---- generate (fork the workers before CUDA is initialised)
     ctx = mp.get_context("fork")
     pool = ctx.Pool(workers, initializer=_init_worker,
-                    initargs=(str(corpus), exclude, args.seed, args.speed_wpm, args.pitch))
+                    initargs=(str(corpus), exclude, args.seed, args.speed_wpm, args.pitch, engines,
+                              args.speed_perturb))
     dev_items = [it for g in ("seen_voices", "heldout_voice")
                  for it in [m for m in manifest if m["group"] == g][:args.dev_per_group]]
     dev_audio = pool.map(_render_dev, dev_items, chunksize=4)
@@ -731,7 +826,10 @@ def main(argv=None):
         short = (int(args.short_max_s * SR) if el < args.short_first_min * 60 or step < args.short_first_steps
                  else 0)
         clips, labels = data.sample_batch(rng, budget, short)
-        x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db)
+        if args.concat_p and not short and len(clips) > 1 and nrng.random() < args.concat_p:
+            clips, labels = concat_pairs(clips, labels, nrng)
+        x, mask, y = make_batch(clips, labels, nrng, device, snr_db=args.snr_db, room=(args.reverb_p, args.band_p),
+                                max_pad_s=args.max_pad_s)
         audio_s += make_batch.last_samples / SR
         if stream and args.stream_ratio and pace_from[1]:
             gate.pace(pace_from[0] + gate.lead + int(args.stream_ratio * (audio_s - audio_s0) / pace_from[1]))

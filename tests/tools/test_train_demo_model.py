@@ -277,3 +277,54 @@ def test_training_speaking_rate_and_pitch_ranges_reach_the_clips(tmp_path, monke
 
     err = _tiny_training(tmp_path, tmp_path / "bad", "--speed-wpm", "200", "150", "170", rc=2)
     assert "--speed-wpm needs" in err and "Traceback" not in err
+
+
+def test_training_multi_sentence_clips_join_pairs_with_a_pause_and_a_word_boundary():
+    """--concat-p (v2): a batch's clips joined in pairs with 0.3-2 s of silence, labels with '|' between;
+    an empty (non-speech) label adds no boundary; an odd clip out stays as it was."""
+    torch = pytest.importorskip("torch")
+    from train_demo_model import SR, concat_pairs
+
+    clips = [torch.full((n,), 1000, dtype=torch.int16) for n in (SR, 2 * SR, SR, SR // 2, 3 * SR)]
+    labels = [[11, 10], [8], [], [5, 6], [7]]
+    out_c, out_l = concat_pairs(clips, labels, np.random.default_rng(0))
+    assert out_l == [[11, 10, 4, 8], [5, 6], [7]]
+    for (a, b), c in zip([(0, 1), (2, 3)], out_c):
+        gap = len(c) - len(clips[a]) - len(clips[b])
+        assert 0.3 * SR <= gap <= 2.0 * SR
+        assert int((c == 0).sum()) == gap and bool((c[:len(clips[a])] == 1000).all())
+    assert out_c[2] is clips[4]
+
+
+def test_training_room_and_microphone_augmentation():
+    """--reverb-p / --band-p (v2): reverberation leaves a decaying tail after the sound ends; the microphone
+    response keeps speech frequencies (1 kHz within its +-6 dB EQ and the filters' roll-off) and cuts what a
+    telephone or laptop microphone does not pass (7.9 kHz, 30 Hz); with both shares 0 the audio is untouched."""
+    torch = pytest.importorskip("torch")
+    from train_demo_model import SR, room_and_mic
+
+    t = torch.arange(SR) / SR
+    rng = np.random.default_rng(3)
+    assert torch.equal(room_and_mic(torch.sin(2 * np.pi * 1000 * t)[None], None, rng, 0.0, 0.0),
+                       torch.sin(2 * np.pi * 1000 * t)[None])
+    burst = torch.zeros(1, 2 * SR)
+    burst[0, :SR // 10] = torch.randn(SR // 10)
+    wet = room_and_mic(burst, None, rng, 1.0, 0.0)[0]
+    tail = wet[SR // 10 + SR // 50:SR // 10 + SR // 5].pow(2).mean()  # 20-200 ms after the burst
+    late = wet[SR + SR // 2:].pow(2).mean()  # > 1.4 s after: past the longest RT60
+    assert tail > 1e-5 and late < tail * 1e-2
+    x = torch.stack([torch.sin(2 * np.pi * f * t) for f in (1000, 7900, 30)]).repeat(20, 1)
+    y = room_and_mic(x, None, rng, 0.0, 1.0)  # each row its own microphone
+    mid = slice(SR // 4, 3 * SR // 4)
+    gain = (y[:, mid].pow(2).mean(1) / x[:, mid].pow(2).mean(1)).sqrt().reshape(20, 3)
+    assert bool(((gain[:, 0] > 0.3) & (gain[:, 0] < 2.5)).all()), gain[:, 0]
+    assert float(gain[:, 1].median()) < 0.25 and float(gain[:, 2].max()) < 0.15, gain
+
+
+def test_training_engines_other_than_the_training_ones_are_refused(capsys):
+    """--engines: espeak, festival and piper only; flite is the held-out engine and cannot be trained on."""
+    from train_demo_model import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--engines", "espeak=0.5", "flite=0.5"])
+    assert e.value.code == 2 and "flite is the held-out engine" in capsys.readouterr().err

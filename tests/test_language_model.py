@@ -20,7 +20,7 @@ from streamer.core.decoding import Vocabulary
 from streamer.errors import MissingDependencyError, ModelLoadError
 from streamer.model.language_model import find_language_model, read_language_model
 
-from desktop_fixtures import run_streamer  # noqa: F401
+from desktop_fixtures import run_streamer, speech_clip  # noqa: F401
 from helpers import LETTERS
 
 VOCAB = Vocabulary(tuple(LETTERS), blank_id=0, word_delimiter="|")
@@ -110,8 +110,9 @@ def logits_for(spelling: str) -> np.ndarray:
 
 def cut_or_cat() -> np.ndarray:
     """Greedy reads 'THE CUT SAT': the vowel frame leans to U; the LM knows only CAT."""
-    x = logits_for("TH_E_ C_A_T S_A_T")
-    i = 7
+    spelling = "TH_E_ C_A_T S_A_T"
+    x = logits_for(spelling)
+    i = spelling.index("A")
     x[i] = -10.0
     x[i, LETTERS.index("A")], x[i, LETTERS.index("U")] = 1.0, 1.6
     return x
@@ -187,8 +188,8 @@ def test_a_checkpoint_with_lm_loads_and_its_folder_is_known(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_greedy_with_lm_file_is_one_line(tmp_path):
-    out = run_streamer(["--file", "x.wav", "--no-tui", "--decoder", "greedy", "--lm", "x.arpa"], tmp_path, timeout=60)
+def test_cli_greedy_with_lm_file_is_one_line(tmp_path, speech_clip):
+    out = run_streamer(["--file", str(speech_clip), "--no-tui", "--decoder", "greedy", "--lm", "x.arpa"], tmp_path, timeout=60)
     assert out.returncode == 2 and out.stderr.strip() == (
         "streamer: error: --lm needs beam search, and --decoder greedy turns it off (drop --decoder greedy; beam "
         "search needs pip install 'streamer[beam]')")

@@ -216,7 +216,7 @@ def test_demo_model_ships_a_small_lm_in_the_layout():
 
 
 @pytest.mark.slow
-def test_demo_lm_lowers_wer_on_everyday_sentences(tmp_path):
+def test_demo_lm_lowers_wer_on_everyday_sentences(tmp_path, capsys):
     """Golden, derived rather than pinned (a retrained model must not break it): on everyday sentences in
     training voices (never used to build or tune the LM) the demo model's finals with its LM have fewer word
     errors than without, and the CLI's default output is the LM's, --decoder greedy's the greedy one."""
@@ -227,6 +227,7 @@ def test_demo_lm_lowers_wer_on_everyday_sentences(tmp_path):
 
     tools = Path(__file__).resolve().parents[1] / "tools"
     sys.path.insert(0, str(tools))
+    import streamer.cli as cli
     from streamer.app.run import final_rescorer
     from streamer.model import load_model
     from streamer.model.reference import reference_decode
@@ -234,7 +235,7 @@ def test_demo_lm_lowers_wer_on_everyday_sentences(tmp_path):
     from eval_demo_model import load_heldout_clips
 
     demo_with_lm()
-    data = load_heldout_clips(tools / "demo_everyday_manifest.tsv", groups=["seen_voices"], limit=12)
+    data = load_heldout_clips(tools / "demo_everyday_manifest.tsv", groups=["seen_voices"], limit=8, threads=2)
     ctc = load_model("demo", warmup=False)
     rescorer = final_rescorer(DecoderOptions(), ctc, None)
     assert rescorer is not None
@@ -248,8 +249,9 @@ def test_demo_lm_lowers_wer_on_everyday_sentences(tmp_path):
     # the CLI: one clip whose LM final differs from the greedy one, offline (one final, no VAD split)
     k = next(i for i in range(len(refs)) if lm[i] != greedy[i])
     sf.write(tmp_path / "clip.wav", data[k][1], 16000)
-    base = ["--file", str(tmp_path / "clip.wav"), "--no-tui", "--offline"]
-    default = run_streamer(base, tmp_path, timeout=120)
-    off = run_streamer([*base, "--decoder", "greedy"], tmp_path, timeout=120)
-    assert default.returncode == off.returncode == 0, default.stderr + off.stderr
-    assert default.stdout.strip() == lm[k] and off.stdout.strip() == greedy[k]
+    base = ["--file", str(tmp_path / "clip.wav"), "--model", "demo", "--no-tui", "--offline"]
+    capsys.readouterr()
+    assert cli.main(base) == 0
+    assert capsys.readouterr().out.strip() == lm[k]
+    assert cli.main([*base, "--decoder", "greedy"]) == 0
+    assert capsys.readouterr().out.strip() == greedy[k]

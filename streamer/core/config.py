@@ -21,6 +21,29 @@ DEMO_MODEL_NAME = "demo"
 #: not fight another busy process for a core (a little slower on an idle machine; BENCHMARKS.md, threads).
 OMP_WAIT_POLICY = "PASSIVE"
 
+#: oneDNN keeps compiled convolutions per input length (1024 by default), each with its own buffers: every
+#: final pass has a new length, so the resident set grew by 390 MB over 70 lengths of the base-size model.
+#: 16 holds the lengths of the steady windows, the start of an utterance and the catch-up windows.
+ONEDNN_PRIMITIVE_CACHE_CAPACITY = 16
+
+#: Inputs at least this long (the final pass over a whole utterance) go through the conv feature encoder in
+#: pieces of LONG_PASS_PIECE_FRAMES frames (streamer.model.longpass): one 20 s pass of the base-size model
+#: otherwise peaks 390 MB above the model, the largest part of the CLI's memory. 100 frames = 2 s of audio.
+LONG_PASS_MIN_S = 3.0
+LONG_PASS_PIECE_FRAMES = 100
+
+#: Thread choice at run time (streamer.model.runtime.ThreadTuner; --threads 0): every THREAD_PROBE_EVERY model
+#: steps (40 steps = 6.4 s of speech at the 160 ms hop), or as soon as the median of the latest
+#: THREAD_PROBE_STEPS steps is THREAD_SLOWDOWN times the best seen (another process took a core), run
+#: THREAD_PROBE_STEPS steps with another thread count and keep it if it is THREAD_SWITCH_MARGIN times faster.
+THREAD_PROBE_EVERY = 40
+THREAD_PROBE_STEPS = 3
+THREAD_SLOWDOWN = 1.3
+THREAD_SWITCH_MARGIN = 1.1
+#: Audio of the window each thread count is timed on when a model loads (a steady window at the defaults:
+#: 160 ms hop + 750 ms left context + 320 ms look-ahead).
+THREAD_CHOICE_WINDOW_S = 1.245
+
 #: The frame stride of wav2vec2-family models (320 samples at 16 kHz). Window lengths are checked against it
 #: before a model loads, and against the loaded model's own frame (FrameGeometry) once it has.
 FRAME_MS = 20

@@ -14,11 +14,12 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.core.config import MODEL_SAMPLE_RATE, ModelConfig
+from streamer.core.config import LONG_PASS_MIN_S, MODEL_SAMPLE_RATE, ModelConfig
 from streamer.core.decoding import Vocabulary
 from streamer.core.windowing import FrameGeometry
 from streamer.errors import ModelLoadError
 from streamer.model.reuse import NORM_EPS, FeatureReuse, NormStats, ReuseCounters, ReuseStep
+from streamer.model.runtime import ThreadTuner, release_free_memory
 
 #: Audio used for the warm-up pass (long enough to hit every kernel the windows will use).
 WARMUP_S = 2.0
@@ -129,6 +130,13 @@ class CTCModel:
         #: The checkpoint's n-gram language model folder (streamer.model.language_model), or None.
         self.language_model_dir = language_model_dir
         self._conv = tuple(zip(cfg.conv_kernel, cfg.conv_stride))
+        from streamer.model.longpass import PieceEncoder
+
+        #: Long single passes (the final pass) compute the conv features piece by piece (less peak memory).
+        self._pieces = PieceEncoder.for_model(model, self.geometry)
+        self._long_pass_samples = int(LONG_PASS_MIN_S * self.sample_rate)
+        #: The thread choice on CPU (set by load_model; None: torch's own setting).
+        self.tuner: ThreadTuner | None = None
 
     def view(self, scheduler: WindowScheduler | None = None) -> ModelView:
         """A FrameModel for one more stream over these weights: its own feature-reuse state; its model calls
@@ -154,7 +162,13 @@ class CTCModel:
     @property
     def description(self) -> str:
         kind = "int8" if self.quantized else str(self.dtype).replace("torch.", "")
-        return f"{self.name} ({self.parameters / 1e6:.1f} M params, {self.device}, {kind})"
+        threads = f", {self.tuner.description}" if self.tuner is not None else ""
+        return f"{self.name} ({self.parameters / 1e6:.1f} M params, {self.device}, {kind}{threads})"
+
+    @property
+    def threads_in_use(self) -> int:
+        """torch threads the model steps run with now (0: not chosen here: a GPU, or never set)."""
+        return self.tuner.threads if self.tuner is not None else 0
 
     @property
     def reuse_mode(self) -> str:
@@ -198,6 +212,9 @@ class CTCModel:
     def logits_with(self, reuse: FeatureReuse, audio: np.ndarray, start_sample: int | None) -> np.ndarray:
         """`logits` with one stream's reuse state; the caller holds `lock`."""
         audio = np.asarray(audio, dtype=np.float32)
+        tuner = self.tuner
+        if tuner is not None:
+            tuner.apply()
         t0 = time.perf_counter()
         try:
             if reuse.mode == "off" or start_sample is None:
@@ -207,7 +224,10 @@ class CTCModel:
                 return out
             return reuse.logits(audio, start_sample)
         finally:
-            self._count(1, time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self._count(1, elapsed)
+            if tuner is not None and start_sample is not None:  # the windows, not the long final passes
+                tuner.observe(len(audio), elapsed)
 
     def _count(self, windows: int, seconds: float) -> None:
         st = self.call_stats
@@ -284,6 +304,15 @@ class CTCModel:
         kwargs = {}
         if self.use_attention_mask:
             kwargs["attention_mask"] = torch.ones(xt.shape, dtype=torch.long, device=self.device)
+        if len(x) >= self._long_pass_samples and self._pieces is not None:
+            from streamer.model.longpass import run_with_features
+
+            with torch.inference_mode():
+                features = self._pieces.features(xt)
+            out = run_with_features(self.model, xt, features, **kwargs).logits[0].float().cpu().numpy()
+            del features
+            release_free_memory()  # a long pass's activations: back to the system, not kept by the heap
+            return out
         with torch.inference_mode():
             return self.model(xt, **kwargs).logits[0].float().cpu().numpy()
 

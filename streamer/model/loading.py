@@ -7,15 +7,16 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from streamer.core.config import DEMO_MODEL_NAME, ModelConfig
+from streamer.core.config import DEMO_MODEL_NAME, THREAD_CHOICE_WINDOW_S, ModelConfig
 from streamer.errors import ModelLoadError, NoCTCHeadError
 from streamer.model.inference import CTCModel
 from streamer.model.language_model import find_language_model
-from streamer.model.runtime import check_threads
+from streamer.model.runtime import ThreadTuner, check_threads, choose_threads, release_free_memory, usable_cpus
 
 #: Seconds to wait for the hub's address before calling it unreachable (instead of transformers' retries).
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -159,31 +160,111 @@ def pick_dtype(requested: str, device: str):
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[requested]
 
 
-def load_model(config: ModelConfig | str, warmup: bool = True) -> CTCModel:
+#: Called with the name of each loading stage as it ends (the benchmark's memory report).
+StageHook = Callable[[str], None]
+
+
+def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHook | None = None) -> CTCModel:
     """Load a CTC model by hub id, local folder or 'demo' (a name, or a ModelConfig with its compute
-    settings). Errors are one-line ModelLoadErrors."""
+    settings). Errors are one-line ModelLoadErrors. A CPU int8 model comes from its quantised copy in the user
+    cache when there is one (streamer.model.int8cache), else from the checkpoint (and the copy is kept).
+    `on_stage` is called after each stage: import, processor, weights, quantise, warm-up."""
     if isinstance(config, str):
         config = ModelConfig(name=config)
+    stage = on_stage or (lambda name: None)
     config.validate()
     check_threads(config.threads)
     device = pick_device(config.device)
     source = resolve_source(config.name)
     import transformers
 
+    stage("import")
     where = str(source.path) if source.is_local else config.name
     # a hub model is downloaded (with its progress bars) and loaded from the local snapshot
     target = str(source.path) if source.is_local else _fetch(config.name)
     transformers.utils.logging.disable_progress_bar()  # no bars for loading local weights
     processor = _load_processor(target, where)
-    model = _load_weights(target, where, processor)
-    n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
+    stage("processor")
     dtype = pick_dtype(config.dtype, device)
-    model, quantized = _place(model, config, device, dtype, n_parameters)
+    cached = _from_int8_cache(target, config, device, dtype)
+    if cached is not None:
+        model, n_parameters, entry = cached
+        quantized = True
+        stage("weights (int8 cache)")
+    else:
+        model = _load_weights(target, where, processor)
+        n_parameters = sum(p.numel() for p in model.parameters())  # before quantising
+        stage("weights")
+        model, quantized = _place(model, config, device, dtype, n_parameters)
+        stage("quantise" if quantized else "place")
+        entry = _int8_entry(target, device, dtype, config) if quantized else None
+        if entry is not None:
+            from streamer.model import int8cache
+
+            int8cache.save(entry, model, n_parameters)
+            stage("int8 cache written")
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters,
                    language_model_dir=find_language_model(Path(target)))
+    release_free_memory()  # what loading freed (the float32 weights, the file as read) leaves the resident set
     if warmup:
         ctc.warmup()
+        stage("warm-up")
+    if device == "cpu":
+        ctc.tuner = _thread_choice(ctc, config, measure=warmup)
+        stage("threads")
     return ctc
+
+
+def _thread_choice(ctc: CTCModel, config: ModelConfig, measure: bool) -> ThreadTuner:
+    """--threads N: N, fixed. 0 (auto): the fastest count on a window of THREAD_CHOICE_WINDOW_S now (when
+    the model was warmed up; else torch's default, capped at the usable CPUs), then tuned at run time."""
+    import torch
+
+    cpus = usable_cpus()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+        return ThreadTuner(cpus, config.threads, fixed=True)
+    if not measure:
+        threads = min(torch.get_num_threads(), cpus)
+        torch.set_num_threads(threads)
+        return ThreadTuner(cpus, threads)
+    import numpy as np
+
+    window = np.random.default_rng(1).normal(0, 0.1, int(THREAD_CHOICE_WINDOW_S * ctc.sample_rate))
+    x = ctc.normalize(window.astype(np.float32))
+    return ThreadTuner(cpus, choose_threads(lambda: ctc.forward(x), cpus))
+
+
+def _int8_entry(target: str, device: str, dtype, config: ModelConfig):
+    """The int8 cache entry of a local checkpoint run as int8 on CPU (None: not that case, or no cache)."""
+    import torch
+
+    if device != "cpu" or dtype != torch.float32 or config.quantize is False:
+        return None
+    from streamer.model import int8cache
+
+    try:
+        return int8cache.entry_for(Path(target))
+    except OSError:
+        return None
+
+
+def _from_int8_cache(target: str, config: ModelConfig, device: str, dtype):
+    """(model, parameters, entry) from the int8 cache when this load would quantise and a copy is there."""
+    entry = _int8_entry(target, device, dtype, config)
+    if entry is None or not entry.path.is_file():
+        return None
+    from transformers import AutoConfig
+
+    from streamer.model import int8cache
+
+    loaded = int8cache.load(entry, AutoConfig.from_pretrained(target))
+    if loaded is None:
+        return None
+    model, n_parameters = loaded
+    if config.quantize is None and n_parameters < config.quantize_min_parameters:
+        return None  # a copy made with --quantize; auto leaves this model in float32
+    return model, n_parameters, entry
 
 
 def _load_processor(target: str, where: str):
@@ -290,21 +371,21 @@ def _load_weights(target: str, where: str, processor):
 
 
 def _place(model, config: ModelConfig, device: str, dtype, n_parameters: int):
-    """Threads, int8 dynamic quantisation of the linear layers (CPU, float32, large enough or asked for),
-    then device and dtype. Returns (model, quantized)."""
+    """int8 dynamic quantisation of the linear layers in place (CPU, float32, large enough or asked for), then
+    device and dtype. Returns (model, quantized)."""
     import torch
 
     quantized = False
     if device == "cpu":
-        if config.threads:
-            torch.set_num_threads(config.threads)
         want_int8 = config.quantize if config.quantize is not None else n_parameters >= config.quantize_min_parameters
         if want_int8 and dtype == torch.float32:
             import warnings
 
             with warnings.catch_warnings():  # torch >= 2.10 points to torchao; the eager API still works
                 warnings.simplefilter("ignore")
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                # in place: a copy would hold the float32 network twice (the default deep-copies it)
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                               inplace=True)
             quantized = True
     if dtype != torch.float32 or device != "cpu":
         model = model.to(device=device, dtype=dtype)

@@ -1,0 +1,127 @@
+"""Long inputs (the final pass over a whole utterance, up to 20 s) through the conv feature encoder in pieces,
+so its activations do not set the process's peak memory.
+
+The first conv layer of a wav2vec2 model turns 20 s of audio into 512 channels x 64000 steps of float32
+(131 MB), and its norm and activation make two more of those: a 20 s pass of the base-size model peaks 390 MB
+above the model (measured; BENCHMARKS.md, memory). The encoder is local once its normalisation across time is
+fixed: a layer-norm encoder normalises each frame alone, and a group-norm one (wav2vec2-base: one group per
+channel of the first layer) normalises with statistics that two passes can take, the first summing the first
+layer's output per group piece by piece, the second running the encoder piece by piece with those statistics
+held (streamer.model.reuse's held group norm). Each piece of output frames gets the samples of its receptive
+field, so the frames equal one whole pass up to float rounding (tests/test_memory.py). The transformer then
+runs on all frames at once, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamer.core.config import LONG_PASS_PIECE_FRAMES
+from streamer.model.reuse import _first_layer_group_norm, _held_group_norm, feature_encoder_is_local
+
+
+class PieceEncoder:
+    """Computes a model's conv features piece by piece; `None` from `for_model` when its encoder is not one
+    this knows to be local (given held group-norm statistics)."""
+
+    def __init__(self, inner, kind: str, geometry) -> None:
+        self.inner = inner
+        self.kind = kind  # "local" | "group norm"
+        self.geometry = geometry
+        self._gn: Any = None
+        if kind == "group norm":
+            found = _first_layer_group_norm(inner)
+            assert found is not None
+            self._gn = found[1]
+
+    @classmethod
+    def for_model(cls, model, geometry) -> PieceEncoder | None:
+        base = getattr(model, "base_model", None)
+        inner = getattr(base, "feature_extractor", None)
+        inner = getattr(inner, "inner", inner)  # under streamer.model.reuse's wrapper
+        if inner is None or not hasattr(inner, "conv_layers"):
+            return None
+        if feature_encoder_is_local(inner):
+            return cls(inner, "local", geometry)
+        if _first_layer_group_norm(inner) is not None:
+            return cls(inner, "group norm", geometry)
+        return None
+
+    def features(self, x, piece_frames: int = LONG_PASS_PIECE_FRAMES):
+        """Conv features [1, channels, frames] of x [1, samples], piece by piece."""
+        import torch
+
+        g = self.geometry
+        frames = g.frames_in(x.shape[-1])
+        first = self._first
+        held = None
+        if self.kind == "group norm":
+            held = self._group_stats(x, piece_frames)
+        pieces = []
+        gn_layer = first.layer_norm if held is not None else None
+        if held is not None:
+            wrapper = _held_group_norm(self._gn)
+            wrapper.held = held
+            first.layer_norm = wrapper
+        try:
+            for f0 in range(0, frames, piece_frames):
+                f1 = min(frames, f0 + piece_frames)
+                s0 = f0 * g.stride_samples
+                s1 = (f1 - 1) * g.stride_samples + g.receptive_field_samples
+                pieces.append(self.inner(x[..., s0:s1])[..., : f1 - f0])
+        finally:
+            if gn_layer is not None:
+                first.layer_norm = gn_layer
+        return torch.cat(pieces, dim=-1)
+
+    @property
+    def _first(self):
+        return self.inner.conv_layers[0]
+
+    def _group_stats(self, x, piece_frames: int):
+        """Per-group mean and variance of the first conv layer's output over the whole input, summed piece
+        by piece in float64."""
+        import torch
+
+        conv = self._first.conv
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        steps = (x.shape[-1] - kernel) // stride + 1
+        per_piece = piece_frames * self.geometry.stride_samples // stride
+        groups = self._gn.num_groups
+        total = torch.zeros(groups, dtype=torch.float64)
+        total_sq = torch.zeros(groups, dtype=torch.float64)
+        for t0 in range(0, steps, per_piece):
+            t1 = min(steps, t0 + per_piece)
+            h = conv(x[:, None, t0 * stride:(t1 - 1) * stride + kernel]).double()
+            h = h.reshape(groups, -1)
+            total += h.sum(dim=1)
+            total_sq += (h * h).sum(dim=1)
+        n = steps * conv.out_channels // groups
+        mean = total / n
+        var = (total_sq / n - mean * mean).clamp_min(0.0)
+        return mean.to(x.dtype), var.to(x.dtype)
+
+
+class _Given:
+    """A stand-in feature encoder that hands out features computed beforehand (one forward pass)."""
+
+    def __init__(self, features) -> None:
+        self.features = features
+
+    def __call__(self, input_values):
+        return self.features
+
+
+def run_with_features(model, x, features, **kwargs):
+    """The model's forward pass on x with its conv features given (the rest of the network as usual)."""
+    import torch
+
+    base = model.base_model
+    encoder = base.feature_extractor
+    base.__dict__["feature_extractor"] = _Given(features)  # shadows the registered submodule for this call
+    try:
+        with torch.inference_mode():
+            return model(x, **kwargs)
+    finally:
+        del base.__dict__["feature_extractor"]
+        assert base.feature_extractor is encoder

@@ -1,0 +1,91 @@
+"""Memory: the int8 copy in the user cache (same logits, invalidated by a changed checkpoint, a damaged copy
+rebuilt with a warning) and long passes through the conv encoder in pieces (same frames as one pass)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from helpers import make_tiny_ctc_folder
+
+pytestmark = pytest.mark.slow  # loads models
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "int8"
+
+
+def _audio(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.1 * rng.normal(size=t.size) * (1 + np.sin(2 * np.pi * 1.3 * t))).astype(np.float32)
+
+
+def _load(folder, **kw):
+    from streamer.core.config import ModelConfig
+    from streamer.model import load_model
+
+    return load_model(replace(ModelConfig(name=str(folder)), **kw), warmup=False)
+
+
+def test_int8_cache_gives_the_same_logits_and_follows_the_checkpoint(tmp_path, cache, caplog):
+    folder = make_tiny_ctc_folder(tmp_path / "tiny", "base", seed=1)
+    audio = _audio(1.3)
+    first = _load(folder, quantize=True)
+    copies = list(cache.glob("*.pt"))
+    assert len(copies) == 1, "the first int8 load keeps a copy"
+    again = _load(folder, quantize=True)
+    assert again.quantized and again.parameters == first.parameters
+    np.testing.assert_array_equal(again.logits(audio), first.logits(audio))
+    # a float32 load never uses it
+    assert not _load(folder, quantize=False).quantized
+
+    # a changed checkpoint (other weights): a new copy, other logits
+    other = make_tiny_ctc_folder(tmp_path / "other", "base", seed=2)
+    shutil.copy(other / "model.safetensors", folder / "model.safetensors")
+    changed = _load(folder, quantize=True)
+    assert len(list(cache.glob("*.pt"))) == 2
+    assert not np.array_equal(changed.logits(audio), first.logits(audio))
+
+    # a damaged copy: one warning, rebuilt from the checkpoint, the same logits as a fresh quantisation
+    for p in cache.glob("*.pt"):
+        p.write_bytes(p.read_bytes()[: 1000])
+    with caplog.at_level(logging.WARNING, logger="streamer.model.int8cache"):
+        rebuilt = _load(folder, quantize=True)
+    assert any("unusable" in r.message and "rebuilding" in r.message for r in caplog.records)
+    np.testing.assert_array_equal(rebuilt.logits(audio), changed.logits(audio))
+    assert _load(folder, quantize=True).quantized  # and the rebuilt copy loads
+
+
+def test_int8_cache_key_covers_config(tmp_path, cache):
+    from streamer.model import int8cache
+
+    folder = make_tiny_ctc_folder(tmp_path / "tiny", "base", seed=1)
+    a = int8cache.entry_for(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["ctc_zero_infinity"] = not cfg.get("ctc_zero_infinity", False)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    b = int8cache.entry_for(folder)
+    assert a is not None and b is not None and a.key != b.key
+
+
+@pytest.mark.parametrize("family", ["base", "large"])  # group-norm and layer-norm conv encoders
+def test_long_pass_in_pieces_equals_one_pass(tmp_path, family):
+    from streamer.core.config import LONG_PASS_MIN_S
+
+    ctc = _load(make_tiny_ctc_folder(tmp_path / family, family, seed=1), quantize=False, reuse_features=False)
+    assert ctc._pieces is not None
+    x = ctc.normalize(_audio(LONG_PASS_MIN_S + 4.1))
+    pieces = ctc.forward(x)
+    ctc._pieces = None
+    whole = ctc.forward(x)
+    assert pieces.shape == whole.shape
+    np.testing.assert_allclose(pieces, whole, atol=1e-4)
+    assert (pieces.argmax(-1) == whole.argmax(-1)).all()

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime-clips", default=None, help="clip set for the realtime run (default: --clips)")
     p.add_argument("--modes", type=csv, default=["realtime", "unaware"], help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--baselines", default="all", help="all | none | comma list of offline, per_segment, hf_pipeline")
+    p.add_argument("--busy-cores", default="0", metavar="N[,N...]",
+                   help="also run the realtime mode with N processes spinning a core each (recorded with the run); "
+                   "the idle run comes first (default 0: idle only)")
     p.add_argument("--idle-s", type=float, default=0.0, help="also measure idle CPU on this much room tone")
     p.add_argument("--variants", action="store_true", help="also run precision / reuse / normalisation variants (unaware)")
     p.add_argument("--stitched", action="store_true",
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=None, help="with --streams: the server's --batch-wait-ms")
     p.add_argument("--streams-s", type=float, default=20.0, help="with --streams: seconds of audio per stream (default 20)")
     p.add_argument("--streams-chunk-ms", type=float, default=50.0, help="with --streams: audio per message (default 50)")
+    p.add_argument("--memory", action="store_true",
+                   help="resident memory after each stage of loading --model and after a window and a 20 s pass")
+    p.add_argument("--tracemalloc", action="store_true", help="with --memory: also Python's own allocations")
     p.add_argument("--render-synthetic", action="store_true", help="(re)render benchmarks/audio/synthetic with espeak-ng and exit")
     add_streaming_arguments(p)  # the same compute, window and VAD flags as streamer itself
     p.add_argument("--debug", action="store_true")
@@ -87,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 
         say(f"rendered {render_synthetic(synthetic_dir())}")
         return 0
+    if args.memory:
+        from streamer.bench.memory import memory_main
+
+        return memory_main(args)
     if args.streams is not None:
         from streamer.bench.streams import streams_main
 

@@ -115,10 +115,19 @@ def _streamer_runs(args, config: Config, ctc, work, rt_work) -> list[tuple[dict,
     pending = []
     for mode in args.modes:
         w = rt_work if mode == "realtime" else work
-        say(f"{key}: {mode} run over {w.session.duration_s:.0f} s ...")
-        r = suite.streamer_runs(ctc, config, w, [mode], None)[0]
-        r.update(model=key, clips=args.realtime_clips if mode == "realtime" and args.realtime_clips else args.clips)
-        pending.append((r, w))
+        # the realtime run once per machine load asked for (--busy-cores): idle and busy side by side
+        for busy in (busy_loads(args) if mode == "realtime" else [0]):
+            say(f"{key}: {mode} run over {w.session.duration_s:.0f} s"
+                f"{f' with {busy} busy core' + ('s' if busy > 1 else '') if busy else ''} ...")
+            load0 = suite.loadavg()
+            with suite.busy_cores(busy) as pids:
+                r = suite.streamer_runs(ctc, config, w, [mode], None)[0]
+            r.update(model=key, clips=args.realtime_clips if mode == "realtime" and args.realtime_clips else args.clips,
+                     busy_cores=busy, busy_pids=pids, loadavg_start=load0, loadavg_end=suite.loadavg(),
+                     threads=getattr(ctc, "threads_in_use", 0),
+                     thread_choice=ctc.tuner.description if getattr(ctc, "tuner", None) else "-",
+                     thread_changes=ctc.tuner.changes if getattr(ctc, "tuner", None) else 0)
+            pending.append((r, w))
     if args.stitched and config.window.final_pass_max_s > 0:  # what the windows alone keep of the offline text
         scfg = replace(config, window=replace(config.window, final_pass_max_s=0.0))
         say(f"{key}: unaware run with stitched finals (no final pass) ...")
@@ -137,6 +146,14 @@ def _streamer_runs(args, config: Config, ctc, work, rt_work) -> list[tuple[dict,
             if vctc is not ctc:
                 del vctc
     return pending
+
+
+def busy_loads(args) -> list[int]:
+    """The machine loads of the realtime run: idle, then each --busy-cores count (a comma list)."""
+    asked = [int(x) for x in csv(str(getattr(args, "busy_cores", "0") or "0"))]
+    if any(n < 0 for n in asked):
+        raise ConfigError("--busy-cores takes counts of 0 or more", "e.g. --busy-cores 1, or 1,2")
+    return sorted({0, *asked})
 
 
 def _with_fidelity(r: dict, w, off: dict[str, str], same_precision: dict | None) -> dict:

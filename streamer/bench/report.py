@@ -62,6 +62,8 @@ STREAMER_COLUMNS = [
     ("final_latency_p50_ms", "final p50"), ("rtf", "RTF"), ("cpu_s_per_audio_s", "CPU s/s"),
     (_pct("fidelity_cer"), "CER vs offline"), (_pct("identical_share"), "identical"),
     (_pct("partial_instability"), "unstable"), ("peak_rss_mb", "RSS MB"), ("dropped_samples", "dropped"),
+    ("busy_cores", "busy cores"), (lambda r: _fmt((r.get("loadavg_start") or [None])[0]), "load"),
+    ("threads", "threads"), ("skipped_partials", "skipped"),
 ]
 BASELINE_COLUMNS = [
     ("model", "model"), ("system", "system"), ("clips", "clips"), ("precision", "prec"),

@@ -99,7 +99,7 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
     rec = session.recognizer
     return RunResult("realtime", events, source.started_at, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s,
                      cpu, rec.windows_run, session.dropped_samples(), max_lag[0], _peak_rss_mb(),
-                     {"source_late_max_ms": round(source.late_s * 1000, 1), **extra})
+                     {"source_late_max_ms": round(source.late_s * 1000, 1), "skipped_partials": rec.skipped_partials, **extra})
 
 
 def run_unaware(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -54,6 +58,20 @@ def machine() -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
     return info
+
+
+@contextmanager
+def busy_cores(n: int) -> Iterator[list[int]]:
+    """n processes each spinning one core (what a browser or a build does beside streamer) for the duration;
+    yields their pids."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(n)]
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
 
 
 def loadavg() -> list[float] | None:

@@ -5,6 +5,7 @@ the same audio and model, at the default settings unless told otherwise.
     streamer bench --model demo --clips all --modes realtime,unaware
     streamer bench --full               # everything in BENCHMARKS.md (~20 min): JSON, plot, BENCHMARKS.md
     streamer bench --full --gpu         # the GPU experiments (benchmarks/gpu_bench.sh)
+    streamer bench --peers              # RealtimeSTT, WhisperLive, LocalAgreement beside streamer (~20 min)
 
 This module parses and dispatches; what one part measures is in parts.py (suite.py, runs.py, baselines.py,
 metrics.py below it), and the full run that merges parts into BENCHMARKS.md is in full.py.
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true",
                    help="resident memory after each stage of loading --model and after a window and a 20 s pass")
     p.add_argument("--tracemalloc", action="store_true", help="with --memory: also Python's own allocations")
+    p.add_argument("--peers", nargs="?", const="all", default=None, metavar="SYSTEMS",
+                   help="the Whisper peers side by side with streamer at real-time pace (all, or a comma list of "
+                   "streamer, streamer_whisper_final, realtimestt, whisperlive, local_agreement; the peers need "
+                   "bash benchmarks/peers/setup.sh; see peers.py); --markdown FILE rewrites its part of FILE")
+    p.add_argument("--peers-clips", default="default", choices=("default", "real", "synthetic", "all"),
+                   help="with --peers: the real recordings (less the 52 s one) and the demo clips (default)")
+    p.add_argument("--peers-model", default="demo", help="with --peers: streamer's --model (default demo)")
     p.add_argument("--render-synthetic", action="store_true", help="(re)render benchmarks/audio/synthetic with espeak-ng and exit")
     add_streaming_arguments(p)  # the same compute, window and VAD flags as streamer itself
     p.add_argument("--debug", action="store_true")
@@ -97,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from streamer.bench.memory import memory_main
 
         return memory_main(args)
+    if args.peers is not None:
+        from streamer.bench.peers import peers_main
+
+        return peers_main(args, argv)
     if args.streams is not None:
         from streamer.bench.streams import streams_main
 

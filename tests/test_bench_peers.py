@@ -50,7 +50,8 @@ def test_finals_go_to_the_clip_that_holds_their_audio_and_flushed_ones_have_no_l
     us = [utt(0, 1.0, 3.0, "ONE TWO"), utt(1, 4.5, 6.5, "THREE FOUR")]
     ev = [
         PeerEvent("final", 3.6, "one", 1.4, 1.2),
-        PeerEvent("final", 5.0, "two", 2.6, 2.2),        # late, but its audio is utterance 0's
+        PeerEvent("final", 5.0, "two", 4.9, 2.2),        # late, and Whisper stretched its end into the next
+                                                          # clip: it starts in utterance 0, so it is its
         PeerEvent("final", 9.0, "three four", 6.0, 4.8, flushed=True),
     ]
     m = utterance_metrics(ev, us)
@@ -118,3 +119,12 @@ def test_local_agreement_driver_streams_a_clip_in_real_time(tmp_path: Path):
     assert m["missing_final"] == 0 and m["first_partial_p50_ms"] is not None
     assert m["wer_synthetic"] is not None and m["wer_synthetic"] <= 0.2, m["per_utterance"]
     assert run.cpu_s is not None and run.cpu_s > 0 and run.peak_rss_mb and run.peak_rss_mb > 50
+
+
+def test_the_target_compares_like_with_like():
+    rows = [{"system": "streamer", "first_partial_p50_ms": 200.0, "partial_p50_ms": 100.0},
+            {"system": "whisperlive", "first_partial_p50_ms": 500.0, "partial_p50_ms": 400.0},
+            {"system": "realtimestt", "error": "could not run"}]
+    t = {x["target"]: (x["value"], x["met"]) for x in peers.targets(rows)}
+    assert t == {"whisperlive first_partial_p50_ms / streamer's >= 3": (2.5, False),
+                 "whisperlive partial_p50_ms / streamer's >= 3": (4.0, True)}

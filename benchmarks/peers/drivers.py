@@ -13,9 +13,10 @@ stamps each when it reads it:
     {"kind": "note", "text": ...}                            something the report should say
     {"kind": "done"}
 
-audio_end_s is the stream audio the update had: exact where the peer tells it (LocalAgreement: the buffer end
-it decoded); otherwise the audio fed when the decode started (RealtimeSTT) or when the update arrived
-(WhisperLive), an upper bound that flatters the peer. Library output goes to stderr.
+audio_end_s is how far into the stream the text shown reaches, as far as the peer tells it: LocalAgreement the
+end of its last word (Whisper's word times), WhisperLive the end of the server's newest segment; RealtimeSTT
+tells nothing, so it is the audio fed when the decode started (an upper bound, which flatters it). Finals
+carry the audio span of their text. Library output goes to stderr.
 Every peer loads the same model folder (whisper tiny.en, CTranslate2) on the CPU in int8.
 """
 
@@ -131,19 +132,18 @@ def local_agreement(model: str) -> None:
             committed, upto = online.process_iter()
             _local_agreement_events(online, committed, upto)
     committed, upto = online.finish()
-    if committed:
-        text = "".join(t.text for t in committed).strip()
-        emit("final", text=text, audio_start_s=committed[0].start, audio_end_s=committed[-1].end, flushed=True)
+    for t in committed:  # the words LocalAgreement had not confirmed when the audio ended
+        emit("final", text=t.text.strip(), audio_start_s=round(t.start, 3), audio_end_s=round(t.end, 3), flushed=True)
     emit("done")
 
 
 def _local_agreement_events(online, committed, upto: float) -> None:
-    shown = "".join(t.text for t in committed) + online.get_buffer().text
-    if shown.strip():
-        emit("partial", text=shown.strip(), audio_end_s=round(upto, 3))
-    if committed:
-        emit("final", text="".join(t.text for t in committed).strip(), audio_start_s=committed[0].start,
-             audio_end_s=committed[-1].end, flushed=False)
+    tokens = list(committed) + list(online.transcript_buffer.buffer)
+    shown = "".join(t.text for t in tokens).strip()
+    if shown:  # the text shown reaches as far as its last word (Whisper's word times)
+        emit("partial", text=shown, audio_end_s=round(max(t.end for t in tokens), 3), decoded_until_s=round(upto, 3))
+    for t in committed:  # one final per word, so each goes to the clip it was said in
+        emit("final", text=t.text.strip(), audio_start_s=round(t.start, 3), audio_end_s=round(t.end, 3), flushed=False)
 
 
 # --- RealtimeSTT --------------------------------------------------------------------------------------------
@@ -293,8 +293,8 @@ def whisperlive(model: str) -> None:
             open_segs = [s for s in segments if not s.get("completed")]
             pending[:] = open_segs
             text = " ".join(s["text"].strip() for s in open_segs).strip()
-            if text:
-                emit("partial", text=text, audio_end_s=round(stdin.seconds, 3))
+            if text:  # the text shown reaches as far as the server's newest segment
+                emit("partial", text=text, audio_end_s=round(max(float(s["end"]) for s in segments), 3))
 
         client = Client("127.0.0.1", port, lang="en", model=model, use_vad=True, log_transcription=False,
                         transcription_callback=on_update)

@@ -12,7 +12,7 @@ harness writes the stream to its standard input in 20 ms blocks at wall-clock pa
 reads back (a peer's JSON line, a line of streamer's jsonl) on its own clock.
 
 Figures (see `utterance_metrics`): first partial after speech start, partial latency p50/p95 (for every 20 ms
-of speech: the first update whose audio reached it, minus when that audio was spoken), final after end of
+of speech: the first update whose text reached it, minus when that audio was spoken), final after end of
 speech, CPU seconds per audio second and CPU % over the stream, peak RSS of the process tree, WER / CER of the
 finals against the truth on the real recordings (assets/audio) and the synthetic clips (assets/demo_clips).
 A system that cannot run (no .venv-peers, an import error, no ready line) is reported with its reason.
@@ -72,7 +72,8 @@ LABELS = {"streamer": "streamer (demo CTC)", "streamer_whisper_final": "streamer
 @dataclass(frozen=True)
 class PeerEvent:
     """One update as the harness received it. received_s: harness clock, 0 = when sample 0 of the stream
-    had arrived; audio_end_s: how far into the stream the audio behind it went (None: unknown)."""
+    had arrived; audio_end_s: how far into the stream the text shown reaches (None: unknown; for a final,
+    the end of its audio span, audio_start_s its start)."""
 
     kind: str  # "partial" | "final"
     received_s: float
@@ -118,11 +119,12 @@ def normalize(text: str) -> str:
 
 
 def attribute(start_s: float | None, end_s: float | None, utterances: Sequence[Utterance]) -> int | None:
-    """The utterance a final belongs to: the clip (widened half-way into the gaps) that holds the middle of
-    its audio span, else the nearest clip."""
-    if end_s is None or not utterances:
+    """The utterance a final belongs to: the clip that holds the start of its audio (Whisper stretches the
+    end of a last word into the silence after it), else the nearest clip (the gaps split half-way)."""
+    if end_s is None and start_s is None or not utterances:
         return None
-    mid = end_s if start_s is None else (start_s + end_s) / 2
+    mid = start_s if start_s is not None else end_s
+    assert mid is not None
     return min(utterances, key=lambda u: 0.0 if u.start_s <= mid < u.end_s else min(abs(mid - u.start_s), abs(mid - u.end_s))).index
 
 
@@ -134,9 +136,9 @@ def utterance_metrics(events: Sequence[PeerEvent], utterances: Sequence[Utteranc
     """Latency and accuracy of one system's events over the utterances (times on the stream's clock).
 
     - first partial: the first update (partial or final) received after speech started whose text is new
-      (differs from the last text shown before) and whose audio reached past the start of speech;
-    - partial latency: for every step of speech [speech start, speech end], the first update with text whose
-      audio reached the end of that step, minus when that step had been spoken;
+      (differs from the last text shown before) and reaches past the start of speech;
+    - partial latency: for every step of speech [speech start, speech end], the first update with text that
+      reaches the end of that step, minus when that step had been spoken;
     - final: the last final (not one the harness flushed) that belongs to the utterance, minus the end of speech;
     - WER / CER: the finals that belong to each utterance, joined, against its reference, both normalized.
     """
@@ -498,19 +500,20 @@ def summary_row(run: SystemRun, utterances: Sequence[Utterance], audio_s: float)
 
 
 def targets(rows: Sequence[dict]) -> list[dict]:
-    """streamer's partial latency at least 3x lower than every Whisper peer's first partial and partial p50."""
+    """The issue's target, streamer's partial latency at least 3x lower than every Whisper peer's first partial
+    and partial p50, read like for like (the stricter reading): each peer's first partial p50 over streamer's
+    first partial p50, and each peer's partial p50 over streamer's partial p50."""
     me = next((r for r in rows if r["system"] == "streamer" and not r.get("error")), None)
     out: list[dict] = []
     if me is None:
         return out
-    mine = me.get("partial_p50_ms")
     for r in rows:
         if r["system"].startswith("streamer") or r.get("error"):
             continue
         for key in ("first_partial_p50_ms", "partial_p50_ms"):
-            theirs = r.get(key)
+            mine, theirs = me.get(key), r.get(key)
             ratio = None if not mine or theirs is None else round(theirs / mine, 1)
-            out.append({"target": f"{r['system']} {key} / streamer partial_p50_ms >= 3", "value": ratio,
+            out.append({"target": f"{r['system']} {key} / streamer's >= 3", "value": ratio,
                         "met": None if ratio is None else ratio >= 3})
     return out
 

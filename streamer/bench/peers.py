@@ -59,6 +59,9 @@ SKIPPED_REAL = ("longform_realtimestt_demo_52s",)
 #: this much room tone first; streamer's audio times are taken back by it. Not part of the measured stream.
 STREAMER_LEAD_IN_SAMPLES = 960
 
+#: streamer is taken as ready at its jsonl's first line, or this long after the file appeared.
+STREAMER_FIRST_LINE_S = 10.0
+
 PEER_VENV = ".venv-peers"
 DRIVERS = Path("benchmarks") / "peers" / "drivers.py"
 SYSTEMS = ("streamer", "streamer_whisper_final", "realtimestt", "whisperlive", "local_agreement")
@@ -390,13 +393,14 @@ def run_system(system: str, audio: np.ndarray, *, model: str = "demo", workdir: 
             done.set()
 
         def read_streamer() -> None:
-            # the jsonl output opens once the model has loaded, right before the session starts
+            # the jsonl output opens once the CTC model has loaded; its first line (a stats event) comes once
+            # the session runs, after any --final-model has loaded too
             while not jsonl.exists():
                 if proc.poll() is not None:
                     done.set()
                     return
                 time.sleep(0.01)
-            ready.set()
+            opened = time.monotonic()
             buf = b""
             with open(jsonl, "rb") as f:
                 while True:
@@ -409,9 +413,12 @@ def run_system(system: str, audio: np.ndarray, *, model: str = "demo", workdir: 
                         for line in lines:
                             if line.strip() and (e := _streamer_events(line.decode("utf-8"), received)) is not None:
                                 events.append(e)
+                        ready.set()
                     elif exited:
                         break
                     else:
+                        if time.monotonic() - opened > STREAMER_FIRST_LINE_S:
+                            ready.set()
                         time.sleep(0.005)
             done.set()
 
@@ -574,8 +581,9 @@ def plot(doc: dict, path: Path) -> Path | None:
     ax.set_yscale("log")
     ax.set_ylabel("ms (log scale)")
     m = doc.get("machine", {})
-    ax.set_title(f"Latency, same clips at real-time pace ({m.get('cores', '?')}-core CPU, load {doc.get('loadavg_start')})",
-                 fontsize=9)
+    load = [(doc.get(k) or [None])[0] for k in ("loadavg_start", "loadavg_end")]
+    ax.set_title(f"Latency, same clips at real-time pace ({m.get('cores', '?')}-core CPU, 1-min load {load[0]} at start, "
+                 f"{load[1]} at end)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

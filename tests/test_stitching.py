@@ -231,6 +231,6 @@ def test_final_pass_hears_the_silence_the_vad_waited_for():
     first = [e for e in events if isinstance(e, FinalEvent)]
     assert len(first) == 1 and first[0].full_pass
     start = rec.schedule.first_frame(int(round(first[0].start_s * 16000))) * 320
-    heard = int(round(first[0].end_s * 16000)) + (cfg.vad.hangover_ms - cfg.vad.tail_ms) * 16
+    heard = int(round(first[0].end_s * 16000)) + cfg.window.final_pass_silence_ms * 16
     assert model.passes == [heard - start]
     assert heard < 16000 + 32000 + 40000  # the next utterance is not in it

@@ -131,13 +131,14 @@ def synthetic_clips(folder: Path | None = None) -> list[Clip]:
     return clips
 
 
-def espeak(text: str, voice: str, wpm: int) -> np.ndarray:
+def espeak(text: str, voice: str, wpm: int, pitch: int | None = None) -> np.ndarray:
     import soxr
 
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise ConfigError("espeak-ng is not installed", "apt-get install espeak-ng (needed to render synthetic speech)")
-    wav = subprocess.run([exe, "-v", voice, "-s", str(wpm), "--stdout", "--", text], capture_output=True,
+    extra = ["-p", str(pitch)] if pitch is not None else []
+    wav = subprocess.run([exe, "-v", voice, "-s", str(wpm), *extra, "--stdout", "--", text], capture_output=True,
                          check=True).stdout
     import io
 

@@ -144,11 +144,21 @@ class WindowConfig:
     #: are in BENCHMARKS.md). 20 s = every utterance not split by the VAD's max_segment_s; 0 = finals are the
     #: stitched result.
     final_pass_max_s: float = 20.0
+    #: Silence after the end of an utterance that its final pass hears (an offline decode of the recording
+    #: hears the pause too). Up to the VAD's hangover_ms - tail_ms; less lets the pass start earlier (below).
+    #: Chosen by tools/streaming_agreement.py / `streamer bench --dictation` (BENCHMARKS.md, dictation).
+    final_pass_silence_ms: int = 300
+    #: Run the final pass during the hangover, as soon as its input (the utterance and the silence above) is
+    #: complete, instead of when the hangover has run out: the final is ready when the VAD ends the
+    #: utterance. A pause the speech goes on after costs one pass that is thrown away (counted).
+    final_pass_early: bool = True
 
     def validate(self) -> None:
         check_finite(self)
         if self.final_pass_max_s < 0:
             raise ConfigError(f"final pass length must not be negative, not {self.final_pass_max_s} s")
+        if self.final_pass_silence_ms < 0:
+            raise ConfigError(f"final pass silence must not be negative, not {self.final_pass_silence_ms} ms")
         if self.hop_ms <= 0:
             raise ConfigError(f"hop must be positive, not {self.hop_ms} ms")
         if self.left_context_ms < 0 or self.lookahead_ms < 0:

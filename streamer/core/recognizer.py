@@ -98,6 +98,16 @@ class _Segment:
     first_frame: int
 
 
+@dataclass(frozen=True)
+class _EarlyPass:
+    """A final pass run before the VAD ended its segment, for the end it would report then."""
+
+    segment_id: int
+    end_sample: int
+    logits: np.ndarray
+    compute_s: float
+
+
 class Recognizer:
     def __init__(self, model: FrameModel, config: Config | None = None, *,
                  clock: Callable[[], float] = time.monotonic, max_hops_per_step: int = 1,
@@ -130,6 +140,14 @@ class Recognizer:
         #: Utterances that gave no text: no FinalEvent for them (their VadEvent end still closes them).
         self.empty_finals = 0
         self._interleave = self.schedule.max_hops_per_step == 1
+        #: Samples of silence after an utterance's end that its final pass hears (WindowConfig).
+        self._pass_silence_samples = int(self.config.window.final_pass_silence_ms * sample_rate / 1000)
+        #: The final pass run early, during the hangover, for the end the VAD would report (see _maybe_early_pass).
+        self._early: _EarlyPass | None = None
+        #: Final passes run during a hangover, and how many of them gave the final (the others were run for a
+        #: pause the speech went on after: their compute is the price of the early finals).
+        self.early_passes = 0
+        self.early_passes_used = 0
 
     # -- public API ----------------------------------------------------------------------------------------
     @property
@@ -147,12 +165,14 @@ class Recognizer:
             boundaries = self.vad.feed(AudioChunk(chunk.start_sample + offset, chunk.samples[offset:offset + piece],
                                                   chunk.sample_rate))
             for boundary in boundaries:
-                if self._interleave and self._segment is not None and not boundary.speech:
+                if self._interleave and self._segment is not None and not boundary.speech and not self._held():
                     events.extend(self._run_windows(at, final=False))
                 events.extend(self._apply(boundary, at))
-            if self._interleave and self._segment is not None:
+            if self._segment is not None:
+                self._maybe_early_pass(at)
+            if self._interleave and self._segment is not None and not self._held():
                 events.extend(self._run_windows(at, final=False))
-        if self._segment is not None:
+        if self._segment is not None and not self._held():
             events.extend(self._run_windows(self._history.end, final=False))
         self._trim()
         return events
@@ -207,9 +227,15 @@ class Recognizer:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("vad: speech end at sample %d (%.2f s), segment %d, decided at %.2f s", boundary.sample,
                       self._s(boundary.sample), seg.segment_id, now_s)
-        events = self._run_windows(boundary.sample, final=True, at=at)
-        final = (self._full_pass_final(seg, boundary.sample, at)
-                 or self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False, at=at))
+        events: list[Event] = []
+        final = self._full_pass_final(seg, boundary.sample, at)
+        if final is None:  # the stitched windows give the final: commit the rest of the utterance first
+            events = self._run_windows(boundary.sample, final=True, at=at)
+            final = self._final(seg, self.stitcher.tokens, end_s=self._s(boundary.sample), forced=False, at=at)
+        else:  # the pass gave it: the last window is not run, but the partials it stood for are counted
+            last = self.schedule.next_window(seg.first_frame, self._next_frame, boundary.sample, True)
+            if last is not None:
+                self.skipped_partials += self._skipped(last)
         if final.text:
             events.append(final)
         else:
@@ -218,6 +244,7 @@ class Recognizer:
         self.stitcher.reset()
         self._committed_logits = []
         self._segment = None
+        self._early = None
         events.append(VadEvent(now_s, self.clock(), False, seg.segment_id, sample=boundary.sample))
         events.append(self.stats())
         return events
@@ -319,27 +346,70 @@ class Recognizer:
         return (limit_s > 0 and not self._split
                 and self._s(end_sample - self.geometry.frame_start_sample(seg.first_frame)) <= limit_s)
 
-    def _full_pass_final(self, seg: _Segment, end_sample: int, at: int) -> FinalEvent | None:
-        """The final of a whole (unsplit) utterance from one model pass over all of its audio, on the same
-        frame grid as the windows (the pass starts at the segment's first frame). The pass also takes the
-        silence the VAD heard after the utterance before ending it (the hangover beyond the kept tail), as
-        an offline decode of the recording would: a wav2vec2 model's frames depend on the whole input."""
-        if not self._full_pass_possible(seg, end_sample):
-            return None
+    def _pass_audio(self, seg: _Segment, end_sample: int, available: int) -> np.ndarray | None:
+        """The final pass's input for a segment ending at end_sample: all of it from the segment's first frame
+        (on the windows' frame grid) plus WindowConfig.final_pass_silence_ms of what followed, as far as
+        `available`; None where it cannot run (audio gone, nothing to decode)."""
         start = self.geometry.frame_start_sample(seg.first_frame)
         if start < self._history.start or end_sample <= start:
             return None
-        audio = self._history.get(start, min(at, end_sample + self.config.vad.heard_silence_samples(self.sample_rate)))
-        frames = self.geometry.frames_in(len(audio))
-        if frames == 0:
-            return None
+        audio = self._history.get(start, min(available, end_sample + self._pass_silence_samples))
+        return audio if self.geometry.frames_in(len(audio)) > 0 else None
+
+    def _pass_logits(self, seg: _Segment, audio: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
-        logits = self.model.logits(audio, None)[:frames]
+        logits = self.model.logits(audio, None)[:self.geometry.frames_in(len(audio))]
         elapsed = time.perf_counter() - t0
         self.compute_s += elapsed
+        self._last_step_ms = elapsed * 1000
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("final pass: segment %d, %.2f s of audio from %.2f s, %d frames, %.1f ms", seg.segment_id,
-                      self._s(len(audio)), self._s(start), frames, elapsed * 1000)
+            log.debug("final pass: segment %d, %.2f s of audio from frame %d, %d frames, %.1f ms", seg.segment_id,
+                      self._s(len(audio)), seg.first_frame, len(logits), elapsed * 1000)
+        return logits, elapsed
+
+    def _held(self) -> bool:
+        """The windows wait while an early final pass stands for the open segment's end: what they would
+        commit is the silence after it, and the final will not use them (they catch up at once if the speech
+        goes on)."""
+        return self._early is not None and self._early.end_sample == self.vad.pending_end_sample
+
+    def _maybe_early_pass(self, at: int) -> None:
+        """Run the final pass during the hangover, as soon as its input is complete (the segment's audio and
+        the silence it hears after the end the VAD would report): the final is then ready when the hangover
+        runs out instead of one pass later. If the speech goes on, the pass is dropped (counted) and the
+        final is computed again for the new end; the text is the same either way (the same input)."""
+        seg = self._segment
+        end = self.vad.pending_end_sample
+        if (seg is None or end is None or not self.config.window.final_pass_early
+                or (self._early is not None and self._early.end_sample == end)
+                or at < end + self._pass_silence_samples or not self._full_pass_possible(seg, end)):
+            return
+        audio = self._pass_audio(seg, end, at)
+        if audio is None:
+            return
+        logits, elapsed = self._pass_logits(seg, audio)
+        self._early = _EarlyPass(seg.segment_id, end, logits, elapsed)
+        self.early_passes += 1
+
+    def _full_pass_final(self, seg: _Segment, end_sample: int, at: int) -> FinalEvent | None:
+        """The final of a whole (unsplit) utterance from one model pass over all of its audio, on the same
+        frame grid as the windows (the pass starts at the segment's first frame). The pass also takes some of
+        the silence the VAD heard after the utterance before ending it (WindowConfig.final_pass_silence_ms),
+        as an offline decode of the recording would: a wav2vec2 model's frames depend on the whole input.
+        The pass usually ran already, during the hangover (_maybe_early_pass)."""
+        if not self._full_pass_possible(seg, end_sample):
+            return None
+        early = self._early
+        if early is not None and early.segment_id == seg.segment_id and early.end_sample == end_sample:
+            logits = early.logits
+            self.early_passes_used += 1
+            log.debug("final pass: segment %d, run early (%.1f ms during the hangover)", seg.segment_id,
+                      early.compute_s * 1000)
+        else:
+            audio = self._pass_audio(seg, end_sample, at)
+            if audio is None:
+                return None
+            logits, _ = self._pass_logits(seg, audio)
         tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
         return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits, at=at)
 

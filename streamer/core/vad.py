@@ -139,6 +139,14 @@ class VadSegmenter:
         self._recent.clear()
         return SpeechBoundary(False, seg_end)
 
+    @property
+    def pending_end_sample(self) -> int | None:
+        """While a segment is open and its latest frames are unvoiced: the sample it ends at if no voiced
+        frame comes before the hangover runs out (the end `_step` would report then); None otherwise."""
+        if not self._in_speech or self._unvoiced_ms == 0:
+            return None
+        return self._last_voiced_end + self._ms(self.config.tail_ms)
+
     def flush(self) -> list[SpeechBoundary]:
         """End of stream: close an open segment at the end of the audio seen."""
         if not self._in_speech:

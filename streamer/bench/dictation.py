@@ -1,0 +1,228 @@
+"""Dictation recordings: several sentences with pauses between them, as people dictate, streamed through the
+core and compared with the offline decode of the whole recording (`streamer bench --dictation`).
+
+Two sets of recordings:
+
+- synthetic: sentences of tools/demo_everyday_manifest.tsv and tools/demo_heldout_manifest.tsv rendered with
+  espeak-ng in the manifests' voices (the demo model's training voices and its held-out voice), several per
+  recording with pauses of 0.3-2 s between them (a pause under the VAD hangover joins two sentences into one
+  utterance, as it does when a person hurries on);
+- real: the speech recordings of assets/audio concatenated a few at a time with the same kind of pauses.
+
+For each recording: the streamed finals joined (the Recognizer fed 20 ms blocks, as a capture callback
+delivers them) against the offline decode of the whole recording (`streamer.model.reference`, one forward
+pass over all of it, as `streamer --offline` does), and both against the truth (CER / WER, jiwer, summed over
+the recordings). Latency is not measured here (the streamer part measures final latency in real time).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamer.bench.corpus import ROOM_TONE_RMS, espeak, real_clips, repo_root
+from streamer.core.config import MODEL_SAMPLE_RATE, Config
+from streamer.core.events import AudioChunk, FinalEvent
+
+#: Pauses between the sentences of a recording, drawn uniformly: shorter than the VAD hangover (two
+#: sentences become one utterance) up to a long breath.
+PAUSE_S = (0.3, 2.0)
+#: Sentences per synthetic recording, and real clips per real recording.
+SENTENCES_PER_RECORDING = 4
+CLIPS_PER_RECORDING = 3
+#: Real clips longer than this are left out (a recording would exceed the final pass's 20 s limit by itself).
+MAX_REAL_CLIP_S = 16.0
+#: Signal-to-noise ratio of the noise floor laid over a whole recording: synthetic speech as the manifests
+#: render it; the real recordings have their own noise, so theirs only fills the pauses.
+SYNTH_SNR_DB = 30.0
+REAL_SNR_DB = 50.0
+BLOCK_SAMPLES = MODEL_SAMPLE_RATE // 50  # 20 ms
+
+
+@dataclass(frozen=True)
+class Recording:
+    name: str
+    group: str  # seen_voices | heldout_voice | real
+    audio: np.ndarray
+    #: The true text of each sentence / clip, in order (upper case, base-960h characters).
+    sentences: tuple[str, ...]
+    voices: tuple[str, ...]
+
+    @property
+    def truth(self) -> str:
+        return " ".join(self.sentences)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / MODEL_SAMPLE_RATE
+
+
+def label(text: str) -> str:
+    """The CTC transcript of a sentence: upper case, letters and apostrophes (tools/demo_corpus.label_of)."""
+    return " ".join(w for w in (re.sub(r"[^A-Z']", "", t.upper()) for t in text.split()) if w)
+
+
+def _manifest(name: str) -> list[dict[str, str]]:
+    with open(repo_root() / "tools" / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _join(parts: list[np.ndarray], rng: np.random.Generator, snr_db: float) -> np.ndarray:
+    """Parts with pauses before, between (PAUSE_S) and after them, and one noise floor over the whole
+    recording `snr_db` below the speech (a microphone's noise does not stop between sentences)."""
+    gaps = [0.5] + [float(rng.uniform(*PAUSE_S)) for _ in parts[1:]] + [1.0]
+    out = []
+    for gap, p in zip(gaps, parts + [None]):
+        out.append(np.zeros(int(gap * MODEL_SAMPLE_RATE), np.float32))
+        if p is not None:
+            out.append(p.astype(np.float32))
+    x = np.concatenate(out)
+    rms = float(np.sqrt(np.mean(np.concatenate(parts) ** 2)) + 1e-9)
+    noise = rng.standard_normal(len(x)).astype(np.float32) * max(rms * 10 ** (-snr_db / 20), ROOM_TONE_RMS)
+    return (x + noise).astype(np.float32)
+
+
+def synthetic_recordings(count: int = 6, seed: int = 0) -> list[Recording]:
+    """`count` recordings per voice group (training voices, the held-out voice), each of
+    SENTENCES_PER_RECORDING everyday sentences (then held-out-manifest sentences) in the manifests' voices."""
+    rows = _manifest("demo_everyday_manifest.tsv") + _manifest("demo_heldout_manifest.tsv")
+    rng = np.random.default_rng(seed)
+    out = []
+    for group in ("seen_voices", "heldout_voice"):
+        items = [r for r in rows if r["group"] == group]
+        for k in range(count):
+            chosen = items[k * SENTENCES_PER_RECORDING:(k + 1) * SENTENCES_PER_RECORDING]
+            parts = [espeak(it["text"], it["voice"], int(it["speed"]), pitch=int(it["pitch"])) for it in chosen]
+            out.append(Recording(f"{group}_{k}", group, _join(parts, rng, SYNTH_SNR_DB), tuple(label(it["text"]) for it in chosen),
+                                 tuple(it["voice"] for it in chosen)))
+    return out
+
+
+def real_recordings(seed: int = 0) -> list[Recording]:
+    """The speech recordings of assets/audio (up to MAX_REAL_CLIP_S), CLIPS_PER_RECORDING at a time."""
+    clips = [c for c in real_clips() if c.duration_s <= MAX_REAL_CLIP_S]
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(0, len(clips), CLIPS_PER_RECORDING):
+        group = clips[k:k + CLIPS_PER_RECORDING]
+        out.append(Recording(f"real_{k // CLIPS_PER_RECORDING}", "real", _join([c.audio for c in group], rng, REAL_SNR_DB),
+                             tuple(label(c.reference) for c in group), tuple(c.name for c in group)))
+    return out
+
+
+def recordings(which: str, count: int = 6) -> list[Recording]:
+    """synthetic | real | all."""
+    out: list[Recording] = []
+    if which in ("synthetic", "all"):
+        out += synthetic_recordings(count)
+    if which in ("real", "all"):
+        out += real_recordings()
+    return out
+
+
+def stream_finals(model, audio: np.ndarray, config: Config | None = None) -> tuple[list[FinalEvent], float]:
+    """The finals of `audio` fed to a fresh Recognizer in 20 ms blocks, and the compute seconds spent."""
+    from streamer.core.recognizer import Recognizer
+
+    if hasattr(model, "reset"):
+        model.reset()
+    rec = Recognizer(model, config or Config())
+    events = []
+    for i in range(0, len(audio), BLOCK_SAMPLES):
+        events += rec.feed(AudioChunk(i, np.ascontiguousarray(audio[i:i + BLOCK_SAMPLES]), MODEL_SAMPLE_RATE))
+    events += rec.finish()
+    return [e for e in events if isinstance(e, FinalEvent)], rec.compute_s
+
+
+def streamed_text(model, audio: np.ndarray, config: Config | None = None) -> str:
+    return " ".join(f.text for f in stream_finals(model, audio, config)[0] if f.text)
+
+
+def offline_text(ctc, audio: np.ndarray) -> str:
+    """The offline decode of the whole recording (processor, one forward pass, argmax, batch_decode)."""
+    from streamer.model.reference import reference_text
+
+    return " ".join(reference_text(ctc.model, ctc.processor, audio).split())
+
+
+def error_rates(reference: list[str], hypothesis: list[str]) -> dict[str, float]:
+    """CER and WER over all recordings (summed edits over summed reference length, jiwer)."""
+    import jiwer
+
+    refs = [r or "-" for r in reference]
+    return {"cer": float(jiwer.cer(refs, hypothesis)), "wer": float(jiwer.wer(refs, hypothesis))}
+
+
+def measure(ctc, recs: list[Recording], config: Config, offline: list[str] | None = None,
+            label_: str = "") -> dict:
+    """Streamed vs offline vs truth for one model / configuration over `recs`, per group and in all."""
+    t0 = time.perf_counter()
+    offline = offline if offline is not None else [offline_text(ctc, r.audio) for r in recs]
+    streamed, compute = [], 0.0
+    for r in recs:
+        finals, c = stream_finals(ctc, r.audio, config)
+        streamed.append(" ".join(f.text for f in finals if f.text))
+        compute += c
+    audio_s = sum(r.duration_s for r in recs)
+    row: dict = {"label": label_, "recordings": len(recs), "audio_s": round(audio_s, 1),
+                 "streamed_rtf": round(compute / audio_s, 4) if audio_s else None,
+                 "wall_s": round(time.perf_counter() - t0, 1)}
+    for group in ["all"] + sorted({r.group for r in recs}):
+        idx = [i for i, r in enumerate(recs) if group == "all" or r.group == group]
+        truth = [recs[i].truth for i in idx]
+        s = [streamed[i] for i in idx]
+        o = [offline[i] for i in idx]
+        vs = error_rates(o, s)
+        st, ot = error_rates(truth, s), error_rates(truth, o)
+        row[group] = {"recordings": len(idx), "streamed_vs_offline_cer": vs["cer"], "streamed_vs_offline_wer": vs["wer"],
+                      "streamed_cer": st["cer"], "streamed_wer": st["wer"], "offline_cer": ot["cer"],
+                      "offline_wer": ot["wer"]}
+    row["_texts"] = [{"name": r.name, "truth": r.truth, "offline": o, "streamed": s}
+                     for r, o, s in zip(recs, offline, streamed)]
+    return row
+
+
+def part_dictation(args, config: Config) -> dict:
+    """`streamer bench --dictation`: the demo model (or --model) on the dictation recordings, at the
+    configuration given (and, with --stitched, with the final pass off)."""
+    from dataclasses import replace
+
+    from streamer.bench.cli import say
+    from streamer.bench.suite import load
+
+    key = args.model
+    recs = recordings(args.dictation, args.dictation_count)
+    say(f"dictation: {len(recs)} recordings, {sum(r.duration_s for r in recs):.0f} s ({args.dictation}), model {key}")
+    ctc = load(key, config.model)
+    plain = ctc if not ctc.quantized and str(ctc.dtype) == "torch.float32" else load(key, replace(config.model, quantize=False, dtype="float32"))
+    offline = [offline_text(plain, r.audio) for r in recs]
+    rows = [measure(ctc, recs, config, offline, "default" if config.window.final_pass_max_s > 0 else "final pass off")]
+    if args.stitched and config.window.final_pass_max_s > 0:
+        say("dictation: again with the final pass off (stitched windows alone) ...")
+        rows.append(measure(ctc, recs, replace(config, window=replace(config.window, final_pass_max_s=0.0)), offline,
+                            "final pass off"))
+    for r in rows:
+        r.update(model=key, set=args.dictation)
+    return {"dictation": rows}
+
+
+def render(rows: list[dict]) -> str:
+    lines = ["| model | set | run | group | recordings | streamed vs offline CER | WER | streamed CER / WER vs truth | "
+             "offline CER / WER vs truth |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for group, g in ((k, v) for k, v in r.items() if isinstance(v, dict)):
+            lines.append(f"| {r.get('model')} | {r.get('set')} | {r['label']} | {group} | {g['recordings']} | "
+                         f"{g['streamed_vs_offline_cer']:.2%} | {g['streamed_vs_offline_wer']:.2%} | "
+                         f"{g['streamed_cer']:.2%} / {g['streamed_wer']:.2%} | {g['offline_cer']:.2%} / {g['offline_wer']:.2%} |")
+    return "\n".join(lines)
+
+
+def write_texts(rows: list[dict], path: Path) -> None:
+    import json
+
+    path.write_text(json.dumps({r["label"]: r["_texts"] for r in rows}, indent=1), encoding="utf-8")

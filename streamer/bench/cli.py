@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads-study", action="store_true",
                    help="int8 step time for 1 / 2 threads x OpenMP wait policy x a busy core beside it (one process each)")
     p.add_argument("--sweep", action="store_true", help="the hop / left context / look-ahead sweep")
+    p.add_argument("--multi-utterance", choices=("synthetic", "real", "all"), default=None,
+                   help="recordings of several sentences with pauses: streamed finals vs the offline decode of the "
+                   "whole recording, both against the truth (see multi_utterance.py)")
+    p.add_argument("--multi-utterance-count", type=int, default=6, metavar="N",
+                   help="with --multi-utterance: synthetic recordings per voice group (default 6)")
     p.add_argument("--full", action="store_true", help="everything, each part in its own process; writes --out and BENCHMARKS.md")
     p.add_argument("--gpu", action="store_true", help="with --full: the GPU experiments instead of the CPU ones")
     p.add_argument("--parts", default=None, help="with --full: only these parts (comma list), then merge; none: only merge")
@@ -146,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                    for r in doc["results"] if r.get("_texts")}
     if transcripts:
         path.with_name(path.stem + ".transcripts.json").write_text(json.dumps(transcripts, indent=1), encoding="utf-8")
+    if doc.get("multi_utterance"):
+        from streamer.bench.multi_utterance import write_texts
+
+        write_texts(doc["multi_utterance"], path.with_name(path.stem + ".multi_utterance.json"))
     print(report.render_terminal(doc))
     say(f"wrote {path}")
     return 0

@@ -304,7 +304,11 @@ def run_part(args) -> dict:
         out.update(part_speed(args, config))
     if args.sweep:
         out.update(part_sweep(args, config))
-    if not args.speed and not args.sweep:
+    if args.multi_utterance:
+        from streamer.bench.multi_utterance import part_multi_utterance
+
+        out.update(part_multi_utterance(args, config))
+    if not args.speed and not args.sweep and not args.multi_utterance:
         out.update(part_streamer(args, config))
     return out
 

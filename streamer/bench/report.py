@@ -170,6 +170,11 @@ def render_terminal(doc: dict) -> str:
         parts += ["", "thread settings (int8, one window at a time, each in a fresh process)", table(doc["threads"], THREAD_COLUMNS)]
     if doc.get("sweep"):
         parts += ["", "window sweep", table(doc["sweep"], SWEEP_COLUMNS)]
+    if doc.get("multi_utterance"):
+        from streamer.bench.multi_utterance import render
+
+        parts += ["", "multi-utterance recordings: streamed finals vs the whole-recording offline decode",
+                  render(doc["multi_utterance"])]
     t = targets(doc) if doc.get("headline") else []
     if t:
         parts += ["", "targets"] + [f"  [{'met' if x['met'] else 'MISSED' if x['met'] is False else 'n/a'}] "

@@ -144,10 +144,11 @@ class WindowConfig:
     #: are in BENCHMARKS.md). 20 s = every utterance not split by the VAD's max_segment_s; 0 = finals are the
     #: stitched result.
     final_pass_max_s: float = 20.0
-    #: Silence after the end of an utterance that its final pass hears (an offline decode of the recording
-    #: hears the pause too). Up to the VAD's hangover_ms - tail_ms; less lets the pass start earlier (below).
-    #: Chosen by tools/streaming_agreement.py / `streamer bench --dictation` (BENCHMARKS.md, dictation).
-    final_pass_silence_ms: int = 300
+    #: Silence after the end of an utterance (beyond the VAD's tail_ms) that its final pass hears. 0, 150
+    #: and 300 ms gave the same accuracy on multi-utterance recordings (`streamer bench --multi-utterance`,
+    #: BENCHMARKS.md); 0 lets the pass start earliest (below): tail_ms after the last voiced frame, with
+    #: hangover_ms - tail_ms (300 ms) left to run it before the VAD ends the utterance.
+    final_pass_silence_ms: int = 0
     #: Run the final pass during the hangover, as soon as its input (the utterance and the silence above) is
     #: complete, instead of when the hangover has run out: the final is ready when the VAD ends the
     #: utterance. A pause the speech goes on after costs one pass that is thrown away (counted).

@@ -1,5 +1,5 @@
-"""Dictation recordings: several sentences with pauses between them, as people dictate, streamed through the
-core and compared with the offline decode of the whole recording (`streamer bench --dictation`).
+"""Multi-utterance recordings: several sentences with pauses between them, as people dictate, streamed through the
+core and compared with the offline decode of the whole recording (`streamer bench --multi-utterance`).
 
 Two sets of recordings:
 
@@ -127,6 +127,11 @@ def recordings(which: str, count: int = 6) -> list[Recording]:
 
 def stream_finals(model, audio: np.ndarray, config: Config | None = None) -> tuple[list[FinalEvent], float]:
     """The finals of `audio` fed to a fresh Recognizer in 20 ms blocks, and the compute seconds spent."""
+    finals, rec = stream_recognizer(model, audio, config)
+    return finals, rec.compute_s
+
+
+def stream_recognizer(model, audio: np.ndarray, config: Config | None = None):
     from streamer.core.recognizer import Recognizer
 
     if hasattr(model, "reset"):
@@ -136,7 +141,7 @@ def stream_finals(model, audio: np.ndarray, config: Config | None = None) -> tup
     for i in range(0, len(audio), BLOCK_SAMPLES):
         events += rec.feed(AudioChunk(i, np.ascontiguousarray(audio[i:i + BLOCK_SAMPLES]), MODEL_SAMPLE_RATE))
     events += rec.finish()
-    return [e for e in events if isinstance(e, FinalEvent)], rec.compute_s
+    return [e for e in events if isinstance(e, FinalEvent)], rec
 
 
 def streamed_text(model, audio: np.ndarray, config: Config | None = None) -> str:
@@ -163,15 +168,19 @@ def measure(ctc, recs: list[Recording], config: Config, offline: list[str] | Non
     """Streamed vs offline vs truth for one model / configuration over `recs`, per group and in all."""
     t0 = time.perf_counter()
     offline = offline if offline is not None else [offline_text(ctc, r.audio) for r in recs]
-    streamed, compute = [], 0.0
+    streamed, compute, early = [], 0.0, [0, 0]
     for r in recs:
-        finals, c = stream_finals(ctc, r.audio, config)
+        finals, rec = stream_recognizer(ctc, r.audio, config)
         streamed.append(" ".join(f.text for f in finals if f.text))
-        compute += c
+        compute += rec.compute_s
+        early[0] += rec.early_passes
+        early[1] += rec.early_passes_used
     audio_s = sum(r.duration_s for r in recs)
     row: dict = {"label": label_, "recordings": len(recs), "audio_s": round(audio_s, 1),
                  "streamed_rtf": round(compute / audio_s, 4) if audio_s else None,
-                 "wall_s": round(time.perf_counter() - t0, 1)}
+                 "wall_s": round(time.perf_counter() - t0, 1), "final_pass_silence_ms": config.window.final_pass_silence_ms,
+                 "final_pass_early": config.window.final_pass_early, "final_pass_max_s": config.window.final_pass_max_s,
+                 "early_passes": early[0], "early_passes_used": early[1]}
     for group in ["all"] + sorted({r.group for r in recs}):
         idx = [i for i, r in enumerate(recs) if group == "all" or r.group == group]
         truth = [recs[i].truth for i in idx]
@@ -187,8 +196,8 @@ def measure(ctc, recs: list[Recording], config: Config, offline: list[str] | Non
     return row
 
 
-def part_dictation(args, config: Config) -> dict:
-    """`streamer bench --dictation`: the demo model (or --model) on the dictation recordings, at the
+def part_multi_utterance(args, config: Config) -> dict:
+    """`streamer bench --multi-utterance`: the demo model (or --model) on the multi-utterance recordings, at the
     configuration given (and, with --stitched, with the final pass off)."""
     from dataclasses import replace
 
@@ -196,19 +205,20 @@ def part_dictation(args, config: Config) -> dict:
     from streamer.bench.suite import load
 
     key = args.model
-    recs = recordings(args.dictation, args.dictation_count)
-    say(f"dictation: {len(recs)} recordings, {sum(r.duration_s for r in recs):.0f} s ({args.dictation}), model {key}")
+    recs = recordings(args.multi_utterance, args.multi_utterance_count)
+    say(f"multi-utterance: {len(recs)} recordings, {sum(r.duration_s for r in recs):.0f} s ({args.multi_utterance}), model {key}")
     ctc = load(key, config.model)
-    plain = ctc if not ctc.quantized and str(ctc.dtype) == "torch.float32" else load(key, replace(config.model, quantize=False, dtype="float32"))
+    float32 = not ctc.quantized and str(ctc.dtype) == "torch.float32"  # the offline decode is float32, as --offline
+    plain = ctc if float32 else load(key, replace(config.model, quantize=False, dtype="float32"))
     offline = [offline_text(plain, r.audio) for r in recs]
     rows = [measure(ctc, recs, config, offline, "default" if config.window.final_pass_max_s > 0 else "final pass off")]
     if args.stitched and config.window.final_pass_max_s > 0:
-        say("dictation: again with the final pass off (stitched windows alone) ...")
+        say("multi-utterance: again with the final pass off (stitched windows alone) ...")
         rows.append(measure(ctc, recs, replace(config, window=replace(config.window, final_pass_max_s=0.0)), offline,
                             "final pass off"))
     for r in rows:
-        r.update(model=key, set=args.dictation)
-    return {"dictation": rows}
+        r.update(model=key, set=args.multi_utterance)
+    return {"multi_utterance": rows}
 
 
 def render(rows: list[dict]) -> str:

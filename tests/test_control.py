@@ -148,6 +148,8 @@ def test_ctl_prints_status_and_json(capsys, monkeypatch, env):
         assert "state:           paused" in out and "utterances:      2" in out and "source:" in out
         assert main(["ctl", "status", "--json", "--name", "desk"]) == 0
         assert json.loads(capsys.readouterr().out)["status"]["dropped_samples"] == 3
+        assert main(["ctl", "status", "--debug", "--name", "desk"]) == 0  # --debug is taken, not refused
+        capsys.readouterr()
     assert main(["ctl", "status", "--name", "../x"]) == 2
     assert "bad --name" in capsys.readouterr().err
 

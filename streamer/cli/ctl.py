@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "status (state, model, sources, uptime, utterances, dropped samples), quit")
     p.add_argument("--name", default=DEFAULT_NAME, help=f"the instance (streamer --name N; default {DEFAULT_NAME!r})")
     p.add_argument("--json", action="store_true", help="print the instance's answer as JSON")
+    p.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
                    help=f"how long to wait for the answer (default {DEFAULT_TIMEOUT_S:g})")
     return p

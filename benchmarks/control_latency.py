@@ -118,11 +118,19 @@ def streamer_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "streamer", *args]
 
 
-def launch_to_listening(model: str, env: dict[str, str]) -> float:
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used so far: unlike wall time, hardly changed
+    by other processes sharing the cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def launch_to_listening(model: str, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) from spawning streamer to its "listening on" line."""
     p = Proc(streamer_argv("--model", model, "--no-tui", "--no-control"), env)
     try:
         at, _ = p.wait(p.err, "streamer: listening on ")
-        return at - p.started
+        return at - p.started, cpu_s(p.proc.pid)
     finally:
         p.stop()
 
@@ -211,11 +219,13 @@ def main() -> int:
             for key in args.models.split(","):
                 model = model_folder(key)
                 cold_env = dict(env, PYTHONPYCACHEPREFIX=str(folder / f"pycache-{key}"))
-                cold = launch_to_listening(model, cold_env)
-                warm = [launch_to_listening(model, env) for _ in range(args.warm_runs)]
-                results["launch"][key] = {"cold_s": cold, "warm_s": warm}
+                cold, cold_cpu = launch_to_listening(model, cold_env)
+                warm_runs = [launch_to_listening(model, env) for _ in range(args.warm_runs)]
+                warm, warm_cpu = [w for w, _ in warm_runs], [c for _, c in warm_runs]
+                results["launch"][key] = {"cold_s": cold, "warm_s": warm, "cold_cpu_s": cold_cpu, "warm_cpu_s": warm_cpu}
                 results["phases"][key] = phases(model, env)
-                print(f"{key}: cold {cold:.2f} s, warm {[round(w, 2) for w in warm]}", file=sys.stderr)
+                print(f"{key}: cold {cold:.2f} s ({cold_cpu:.2f} CPU s), warm {[round(w, 2) for w in warm]} "
+                      f"({[round(c, 2) for c in warm_cpu]} CPU s)", file=sys.stderr)
             results["ptt"] = push_to_talk(mic, env, sentence_clip(folder), args.presses)
         finally:
             mic.stop()
@@ -224,9 +234,11 @@ def main() -> int:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"host: {results['host']['cpu']}, {results['host']['cores']} cores; load average before "
           f"{results['load_before']}, after {results['load_after']}\n")
-    print("| model | launch -> listening, cold | warm (median of %d) |\n| --- | --- | --- |" % args.warm_runs)
+    print("| model | launch -> listening, cold: wall (CPU) | warm, median of %d: wall (CPU) |\n| --- | --- | --- |"
+          % args.warm_runs)
     for key, r in results["launch"].items():
-        print(f"| {key} | {r['cold_s']:.2f} s | {statistics.median(r['warm_s']):.2f} s |")
+        print(f"| {key} | {r['cold_s']:.2f} s ({r['cold_cpu_s']:.2f} s) | {statistics.median(r['warm_s']):.2f} s "
+              f"({statistics.median(r['warm_cpu_s']):.2f} s) |")
     for key, ph in results["phases"].items():
         total = sum(s for _, s in ph)
         print(f"\nwhere a warm start of {key} goes ({total:.2f} s in one process): "

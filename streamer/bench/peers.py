@@ -547,6 +547,9 @@ def render(doc: dict, markdown: bool = False) -> str:
     for r in doc["systems"]:
         if r.get("error"):
             lines.append(f"{'- ' if markdown else ''}{r['label']}: could not run: {r['error']}")
+    for r in ok:
+        for note in r.get("notes") or []:
+            lines.append(f"{'- ' if markdown else ''}{r['label']}: {note}")
     for name, why in doc.get("skipped", {}).items():
         lines.append(f"{'- ' if markdown else ''}{LABELS.get(name, name)}: not run: {why}")
     for t in doc.get("targets", []):

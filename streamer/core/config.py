@@ -28,9 +28,9 @@ ONEDNN_PRIMITIVE_CACHE_CAPACITY = 16
 
 #: Inputs at least this long (the final pass over a whole utterance) go through the conv feature encoder in
 #: pieces of LONG_PASS_PIECE_FRAMES frames (streamer.model.longpass): one 20 s pass of the base-size model
-#: otherwise peaks 390 MB above the model, the largest part of the CLI's memory. 100 frames = 2 s of audio.
+#: otherwise peaks 390 MB above the model, the largest part of the CLI's memory. 50 frames = 1 s of audio.
 LONG_PASS_MIN_S = 3.0
-LONG_PASS_PIECE_FRAMES = 100
+LONG_PASS_PIECE_FRAMES = 50
 
 #: Thread choice at run time (streamer.model.runtime.ThreadTuner; --threads 0): every THREAD_PROBE_EVERY model
 #: steps (40 steps = 6.4 s of speech at the 160 ms hop), or as soon as the median of the latest
@@ -43,6 +43,12 @@ THREAD_SWITCH_MARGIN = 1.1
 #: Audio of the window each thread count is timed on when a model loads (a steady window at the defaults:
 #: 160 ms hop + 750 ms left context + 320 ms look-ahead).
 THREAD_CHOICE_WINDOW_S = 1.245
+
+#: Silero (the VAD's second opinion) sleeps after this much audio webrtcvad calls silence (idle CPU: it was
+#: 60 % of what the pipeline spends in silence) and, woken by a frame webrtcvad calls speech, first replays
+#: this much of the audio it skipped (streamer.core.vad.SileroConfirmed).
+SILERO_SLEEP_MS = 1000
+SILERO_REPLAY_MS = 1024
 
 #: The frame stride of wav2vec2-family models (320 samples at 16 kHz). Window lengths are checked against it
 #: before a model loads, and against the loaded model's own frame (FrameGeometry) once it has.

@@ -361,3 +361,11 @@ def test_tui_in_a_real_terminal(tmp_path, utterances_wav, tiny_model):
         assert term.cursor_visible()
     finally:
         term.kill()
+
+
+def test_footer_shows_the_thread_count_the_model_runs_with():
+    state = LiveState(MODEL, "mic: test @ 16000 Hz")
+    state.apply(StatsEvent(3.0, 1003.0, 0.2, 35.0, 0.02, 0, 0, 3.0))
+    assert not any("threads" in line for line in screen(state, 100, 20))
+    state.apply(StatsEvent(4.0, 1004.0, 0.2, 35.0, 0.02, 0, 0, 4.0, threads=1))
+    assert any("threads 1" in line for line in screen(state, 100, 20))

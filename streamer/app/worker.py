@@ -159,7 +159,8 @@ class Worker:
         lag = (self.ring.unread() + self._in_feed) / MODEL_SAMPLE_RATE
         return replace(event, lag_s=lag, dropped_samples=self.dropped_samples(),
                        input_overflows=self.input_overflows(), nonfinite_samples=self.nonfinite_samples(),
-                       gap_samples=self.ring.gap_samples, gaps=len(self.ring.gaps))
+                       gap_samples=self.ring.gap_samples, gaps=len(self.ring.gaps),
+                       threads=int(getattr(self.recognizer.model, "threads_in_use", 0) or 0))
 
     def _notices(self, stats: StatsEvent) -> list[Event]:
         """What the user is told as it happens: each new gap, and audio dropped (rate-limited)."""

@@ -138,6 +138,8 @@ class StatsEvent(Event):
     #: Partials not shown while the worker caught up (several hops committed in one window); finals are
     #: never skipped.
     skipped_partials: int = 0
+    #: CPU threads the model steps run with now (chosen at run time; 0: not chosen by streamer).
+    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -347,6 +347,10 @@ class ModelView:
     def counters(self) -> ReuseCounters:
         return self.reuse.counters
 
+    @property
+    def threads_in_use(self) -> int:
+        return self.ctc.threads_in_use
+
     def reset(self) -> None:
         """Forget this stream's cached features (the next window starts a new utterance)."""
         self.reuse.reset()

@@ -104,6 +104,8 @@ class Snapshot:
     gap_samples: int = 0
     gaps: int = 0
     skipped_partials: int = 0
+    #: CPU threads the model runs with now (0: not shown).
+    threads: int = 0
     #: One per source when several run (streamer --mic --desktop); empty for one source.
     lanes: tuple[Lane, ...] = ()
 
@@ -250,7 +252,7 @@ class LiveState:
                 processed_s=s.processed_s if s else 0.0, warnings=self._warnings(rtf, s),
                 notices=tuple(recent[-NOTICE_LINES:]),
                 gap_samples=s.gap_samples if s else 0, gaps=s.gaps if s else 0,
-                skipped_partials=s.skipped_partials if s else 0,
+                skipped_partials=s.skipped_partials if s else 0, threads=s.threads if s else 0,
             )
 
     def _lanes_snapshot(self, recent: list[str]) -> Snapshot:

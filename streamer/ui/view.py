@@ -6,7 +6,7 @@
     │ notices from the desktop outputs (voice commands), for a few seconds
     ├ ───────
     │ VAD state and the input level meter
-    │ RTF · latency · lag · dropped (· overflows · skipped partials · gaps, once there are any)
+    │ RTF · latency · lag · dropped (· overflows · skipped partials · gaps, once there are any; threads)
     │ warnings (falling behind, catching up, audio dropped or missing), when there are any
     └ keys
 """
@@ -136,6 +136,8 @@ def footer(s: Snapshot) -> list[Text]:
         parts.append(f"overflows {s.input_overflows}")
     if s.skipped_partials:
         parts.append(f"skipped {s.skipped_partials}")
+    if s.threads:
+        parts.append(f"threads {s.threads}")
     if s.gaps:
         parts.append(f"gaps {s.gaps} ({s.gap_samples / MODEL_SAMPLE_RATE:.1f} s)")
     return [Text.assemble((p, style)) for p in parts]

@@ -644,16 +644,17 @@ def peers_main(args, argv: list[str]) -> int:
         pass
     doc["loadavg_start"] = loadavg()
     say(f"{len(systems)} systems x {audio_s} s of audio at real-time pace: {', '.join(systems)}")
-    with tempfile.TemporaryDirectory(prefix="streamer-peers-") as tmp:
-        for system in systems:
-            run = run_system(system, session.audio, model=args.peers_model, workdir=Path(tmp), say=say)
-            row = summary_row(run, utterances, session.duration_s)
-            row["loadavg_after"] = loadavg()
-            doc["systems"].append(row)
-            say(f"{system}: " + (f"could not run: {run.error}" if run.error else
-                                 f"first partial p50 {row.get('first_partial_p50_ms')} ms, partial p50 "
-                                 f"{row.get('partial_p50_ms')} ms, final p50 {row.get('final_p50_ms')} ms, "
-                                 f"WER real {row.get('wer_real')}"))
+    logs = Path(tempfile.mkdtemp(prefix="streamer-peers-"))  # each system's stderr and streamer's jsonl, kept
+    say(f"logs in {logs}")
+    for system in systems:
+        run = run_system(system, session.audio, model=args.peers_model, workdir=logs, say=say)
+        row = summary_row(run, utterances, session.duration_s)
+        row["loadavg_after"] = loadavg()
+        doc["systems"].append(row)
+        say(f"{system}: " + (f"could not run: {run.error}" if run.error else
+                             f"first partial p50 {row.get('first_partial_p50_ms')} ms, partial p50 "
+                             f"{row.get('partial_p50_ms')} ms, final p50 {row.get('final_p50_ms')} ms, "
+                             f"WER real {row.get('wer_real')}"))
     doc["loadavg_end"] = loadavg()
     doc["duration_s"] = round(time.time() - started, 1)
     doc["targets"] = targets(doc["systems"])

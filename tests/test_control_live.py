@@ -236,9 +236,10 @@ def test_push_to_talk_final_comes_from_the_release(virtual_mic, clips, capsys, t
         print(f"\npush-to-talk release -> final (incl. the ctl process): {[round(w, 3) for w in waits]} s; "
               f"finals {[(f['text'], f['end_s'], f['audio_time_s']) for f in finals]}")
     assert len(finals) == 3 and all(f["text"] for f in finals)
-    # Ended by the pause: decided at the audio where the pause cut the speech. Ended by the VAD, it would be
+    # Ended by the pause: decided at the audio where the pause cut the speech (0 s after its end; a pause in a
+    # gap between words longer than the 150 ms tail adds the rest of that gap). Ended by the VAD, it would be
     # decided hangover - tail (0.3 s) of silence after its end.
-    assert all(f["audio_time_s"] - f["end_s"] < 0.1 for f in finals), finals
+    assert all(f["audio_time_s"] - f["end_s"] < 0.2 for f in finals), finals
     assert max(waits) < 5.0  # loose: a ctl process start plus one model pass (figures in BENCHMARKS.md)
 
 

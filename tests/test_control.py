@@ -223,3 +223,28 @@ def test_fast_commands_import_neither_torch_nor_transformers(argv, tmp_path):
     assert "torch" not in loaded and "transformers" not in loaded, proc.stderr
     if argv[0] == "ctl":
         assert loaded == [], "streamer ctl imports nothing heavy, not even numpy"
+
+
+def test_an_unusable_runtime_dir_is_one_line(tmp_path):
+    (tmp_path / "streamer").write_text("a file where the control folder goes")
+    with pytest.raises(ControlError, match="is not a folder of yours"):
+        ControlServer(Target(), name="x", env={"XDG_RUNTIME_DIR": str(tmp_path)}).open()
+    (tmp_path / "streamer").unlink()
+    (tmp_path / "streamer").mkdir(mode=0o755)
+    with pytest.raises(ControlError, match="open to other users"):
+        ControlServer(Target(), name="x", env={"XDG_RUNTIME_DIR": str(tmp_path)}).open()
+
+
+def test_a_default_run_without_a_usable_socket_warns_and_goes_on(tmp_path, capsys, monkeypatch):
+    from streamer.app.options import ControlOptions, RunOptions
+    from streamer.app.run import open_control
+
+    blocker = tmp_path / "rt"
+    blocker.mkdir()
+    (blocker / "streamer").write_text("in the way")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(blocker))
+    assert open_control(RunOptions(control=ControlOptions(name="default")), print) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("streamer: warning: no control socket"), err
+    with pytest.raises(ControlError):
+        open_control(RunOptions(control=ControlOptions(name="named")), print)

@@ -64,6 +64,10 @@ class ControlError(StreamerError):
     """The control socket cannot be used: another instance has the name, a bad name, a refused socket."""
 
 
+class NameInUse(ControlError):
+    """Another instance runs with this name: the second one refuses to start."""
+
+
 class NotRunning(ControlError):
     """No instance answers on that name (`streamer ctl` exits 1)."""
 
@@ -200,8 +204,12 @@ class ControlServer:
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH_BYTES:
             raise ControlError(f"the control socket path {self.path} is too long for a Unix socket",
                                "set XDG_RUNTIME_DIR to a shorter folder")
-        _private_dir(self.folder)
-        self._claim_name()
+        try:
+            _private_dir(self.folder)
+            self._claim_name()
+        except OSError as exc:
+            raise ControlError(f"cannot create the control socket in {self.folder}: {exc.strerror or exc}",
+                               "set XDG_RUNTIME_DIR to a folder of yours, or run with --no-control") from exc
         try:
             self._replace_stale()
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -252,7 +260,7 @@ class ControlServer:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 flag = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
-                raise ControlError(f"another streamer is already running as{flag or ' the default instance'} "
+                raise NameInUse(f"another streamer is already running as{flag or ' the default instance'} "
                                    f"(control socket {self.path})",
                                    f"stop it with: streamer ctl quit{flag}; or start this one with another --name")
             raise

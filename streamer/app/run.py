@@ -285,9 +285,17 @@ def open_control(opts: RunOptions, say: Callable[[str], None]) -> ControlServer 
     """The control socket of this run (streamer ctl), or None when it has none."""
     if opts.control.name is None:
         return None
-    from streamer.app.control import ControlServer
+    from streamer.app.control import DEFAULT_NAME, ControlError, ControlServer, NameInUse
 
-    control = ControlServer(name=opts.control.name, say=say).open()
+    try:
+        control = ControlServer(name=opts.control.name, say=say).open()
+    except NameInUse:
+        raise
+    except ControlError as exc:
+        if opts.control.name != DEFAULT_NAME:  # asked for by name: the user wants it
+            raise
+        stderr_line(f"streamer: warning: no control socket ({exc.one_line()}); streamer ctl cannot reach this run")
+        return None
     if control.replaced_stale:
         status(f"streamer: replaced a stale control socket left by a stopped instance ({control.path})")
     return control

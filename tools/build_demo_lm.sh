@@ -19,8 +19,8 @@ KENLM_VERSION=${KENLM_VERSION:-0.3.0}
 ORDER=${ORDER:-4}
 PRUNE=${PRUNE:-"0 0 1 1"}     # drop 3- and 4-grams seen once: a few MB instead of tens
 OUT=${OUT:-assets/demo_model}
-WORK=build/demo_lm
-KENLM=build/kenlm
+WORK=${WORK:-build/demo_lm}
+KENLM=${KENLM_DIR:-build/kenlm}
 mkdir -p "$WORK" "$KENLM"
 
 if [ ! -x "$KENLM/bin/lmplz" ] || [ ! -x "$KENLM/bin/build_binary" ]; then

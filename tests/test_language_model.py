@@ -133,6 +133,19 @@ def test_shipped_lm_turns_on_by_default_and_decodes_with_its_weights(tmp_path, c
     assert final_rescorer(DecoderOptions(kind="beam"), fake_model(None), None)(cut_or_cat()) == "THE CUT SAT"
 
 
+def test_command_phrases_bias_finals_only_when_beam_search_is_asked_for(tmp_path):
+    """The LM on by default must not pull near misses into command phrases (they run programs); --hotwords,
+    given on purpose, are used."""
+    needs_kenlm()
+    from streamer.app.run import final_rescorer
+
+    model = fake_model(make_layout(tmp_path / "m"))
+    desktop = SimpleNamespace(hotwords=("open the editor",))
+    assert final_rescorer(DecoderOptions(), model, desktop).hotwords == ()
+    assert final_rescorer(DecoderOptions(hotwords=("cat",)), model, desktop).hotwords == ("CAT",)
+    assert final_rescorer(DecoderOptions(kind="beam"), model, desktop).hotwords == ("OPEN THE EDITOR",)
+
+
 def test_decoder_greedy_turns_the_shipped_lm_off(tmp_path):
     from streamer.app.run import final_rescorer
 

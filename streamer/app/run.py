@@ -141,7 +141,9 @@ def shipped_language_model(decoder: DecoderOptions, ctc: FrameModel) -> Language
 def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSink | None) -> FinalRescorer | None:
     """Beam search for finals when asked for, or by default when the checkpoint ships a language model (or
     --lm gives one); None keeps greedy decoding. Partials stay greedy either way."""
-    hotwords = [*decoder.hotwords, *(desktop.hotwords if desktop else ())]
+    # the command phrases bias finals only when beam search is asked for: a phrase pulled into a near miss
+    # would run its program, so the LM that is on by default does not bring them in
+    hotwords = [*decoder.hotwords, *(desktop.hotwords if desktop and decoder.kind == "beam" else ())]
     shipped = shipped_language_model(decoder, ctc)
     if decoder.kind == "greedy" or decoder.kind == "auto" and shipped is None and not decoder.lm:
         if decoder.hotwords:

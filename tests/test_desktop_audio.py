@@ -391,3 +391,22 @@ def test_session_group_ends_the_run_when_one_source_ends_and_pauses_both():
     assert goes_on.stopping.is_set() and group.stopping.is_set()
     assert short.closed == 1 and long.closed == 1
     assert ends.dropped_samples() == 0 and goes_on.dropped_samples() == 0
+
+
+def test_list_devices_says_how_to_see_monitors_without_pulsectl(monkeypatch):
+    import importlib.util
+
+    from streamer.audio import devices
+
+    pulse = InputDevice(0, "pulse", "ALSA", 32, 44100, True)
+    monkeypatch.setattr(devices, "list_input_devices", lambda: [pulse])
+    monkeypatch.setattr("streamer.audio.monitor.monitor_devices", lambda found: [])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pulsectl" else real(name, *a))
+    out = io.StringIO()
+    assert devices.print_devices(out) == 0
+    assert "pip install 'streamer[desktop]'" in out.getvalue()
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    out = io.StringIO()
+    devices.print_devices(out)
+    assert "streamer[desktop]" not in out.getvalue()

@@ -119,6 +119,11 @@ def print_devices(out=None) -> int:
             print(f"{mark} {m.pulse_source or '':<{src_width}}  {m.name:<{name_width}}  {m.input_channels:>5}  "
                   f"{m.default_rate_hz:>7}  desktop audio", file=out)
         print("(* the default output; pick one with --input-device SOURCE)", file=out)
+    elif sys.platform.startswith("linux") and any(d.name == "pulse" for d in devices):
+        import importlib.util
+
+        if importlib.util.find_spec("pulsectl") is None:
+            print("\n(desktop audio: pip install 'streamer[desktop]' to list the output devices' monitors)", file=out)
     return 0
 
 

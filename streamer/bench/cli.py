@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "whole recording, both against the truth (see multi_utterance.py)")
     p.add_argument("--multi-utterance-count", type=int, default=6, metavar="N",
                    help="with --multi-utterance: synthetic recordings per voice group (default 6)")
+    p.add_argument("--multi-utterance-study", action="store_true",
+                   help="with --multi-utterance: also decode each utterance alone with more or less context "
+                   "(pre-roll, silence after, audio before, whole-recording statistics)")
     p.add_argument("--full", action="store_true", help="everything, each part in its own process; writes --out and BENCHMARKS.md")
     p.add_argument("--gpu", action="store_true", help="with --full: the GPU experiments instead of the CPU ones")
     p.add_argument("--parts", default=None, help="with --full: only these parts (comma list), then merge; none: only merge")

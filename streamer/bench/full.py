@@ -47,7 +47,7 @@ VERSION_KEYS = ("python", "torch", "transformers", "numpy")
 
 def merge(doc: dict, part: dict, name: str) -> None:
     doc["results"] += part.get("results", [])
-    for key in ("speed", "sweep", "threads", "notes", "multi_utterance"):
+    for key in ("speed", "sweep", "threads", "notes", "multi_utterance", "multi_utterance_study"):
         doc.setdefault(key, [])
         doc[key] += part.get(key, [])
     if part.get("idle"):

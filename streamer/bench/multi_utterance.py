@@ -196,6 +196,50 @@ def measure(ctc, recs: list[Recording], config: Config, offline: list[str] | Non
     return row
 
 
+#: The context study: each VAD segment decoded alone with one change to its input (name, pre-roll extra s,
+#: silence after its end s, left context s (None: all of the recording before it), whole-recording statistics).
+STUDY = [("segment (the final pass input)", 0.0, 0.0, 0.0, False), ("+ 150 ms after", 0.0, 0.15, 0.0, False),
+         ("+ 300 ms after", 0.0, 0.3, 0.0, False), ("+ 1 s after", 0.0, 1.0, 0.0, False),
+         ("pre-roll + 300 ms", 0.3, 0.0, 0.0, False), ("whole-recording statistics", 0.0, 0.0, 0.0, True),
+         ("+ 1 s before", 0.0, 0.0, 1.0, False), ("+ 3 s before", 0.0, 0.0, 3.0, False),
+         ("+ all before", 0.0, 0.0, None, False)]
+
+
+def context_study(ctc, recs: list[Recording], config: Config, offline: list[str]) -> list[dict]:
+    """Where streamed finals and the whole-recording decode part: each VAD segment of each recording
+    decoded alone (the final pass's input, on its frame grid) with one change at a time (STUDY); only the
+    segment's own frames are decoded, the context is there for the model to see."""
+    from streamer.bench.metrics import vad_segments
+    from streamer.core.decoding import GreedyDecoder
+    from streamer.model.reuse import NORM_EPS, NormStats
+
+    g = ctc.geometry
+    decoder = GreedyDecoder(ctc.vocabulary, g.frame_s)
+    stride = g.stride_samples
+    texts: dict[str, list[str]] = {name: [] for name, *_ in STUDY}
+    for r in recs:
+        whole = NormStats(float(r.audio.mean()), float(np.sqrt(r.audio.var() + NORM_EPS)))
+        segments = vad_segments(r.audio, config.vad, BLOCK_SAMPLES)
+        for name, pre_s, after_s, before_s, whole_stats in STUDY:
+            out = []
+            for seg in segments:
+                first = -(-seg.start_sample // stride) * stride
+                start = max(0, first - int(pre_s * MODEL_SAMPLE_RATE)) // stride * stride
+                before = first if before_s is None else int(before_s * MODEL_SAMPLE_RATE)
+                context_start = max(0, start - before) // stride * stride
+                end = min(len(r.audio), seg.end_sample + int(after_s * MODEL_SAMPLE_RATE))
+                logits = ctc.forward(ctc.normalize(r.audio[context_start:end], whole if whole_stats else None))
+                out.append(decoder.decode_logits(logits[(start - context_start) // stride:]))
+            texts[name].append(" ".join(t for t in out if t))
+    truth = [r.truth for r in recs]
+    rows = []
+    for name, outs in texts.items():
+        vs, t = error_rates(offline, outs), error_rates(truth, outs)
+        rows.append({"input": name, "vs_offline_cer": vs["cer"], "vs_offline_wer": vs["wer"], "vs_truth_cer": t["cer"],
+                     "vs_truth_wer": t["wer"], "recordings": len(recs)})
+    return rows
+
+
 def part_multi_utterance(args, config: Config) -> dict:
     """`streamer bench --multi-utterance`: the demo model (or --model) on the multi-utterance recordings, at the
     configuration given (and, with --stitched, with the final pass off)."""
@@ -218,7 +262,14 @@ def part_multi_utterance(args, config: Config) -> dict:
                             "final pass off"))
     for r in rows:
         r.update(model=key, set=args.multi_utterance)
-    return {"multi_utterance": rows}
+    out: dict = {"multi_utterance": rows}
+    if args.multi_utterance_study:
+        say("multi-utterance: the context study (each segment decoded alone, one change at a time) ...")
+        for group in sorted({r.group for r in recs}):
+            idx = [i for i, r in enumerate(recs) if r.group == group]
+            for row in context_study(plain, [recs[i] for i in idx], config, [offline[i] for i in idx]):
+                out.setdefault("multi_utterance_study", []).append(dict(row, model=key, group=group))
+    return out
 
 
 def render(rows: list[dict]) -> str:
@@ -229,6 +280,13 @@ def render(rows: list[dict]) -> str:
             lines.append(f"| {r.get('model')} | {r.get('set')} | {r['label']} | {group} | {g['recordings']} | "
                          f"{g['streamed_vs_offline_cer']:.2%} | {g['streamed_vs_offline_wer']:.2%} | "
                          f"{g['streamed_cer']:.2%} / {g['streamed_wer']:.2%} | {g['offline_cer']:.2%} / {g['offline_wer']:.2%} |")
+    return "\n".join(lines)
+
+
+def render_study(rows: list[dict]) -> str:
+    lines = ["| model | group | segment input | vs offline CER / WER | vs truth CER / WER |", "|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['group']} | {r['input']} | {r['vs_offline_cer']:.2%} / {r['vs_offline_wer']:.2%} | "
+              f"{r['vs_truth_cer']:.2%} / {r['vs_truth_wer']:.2%} |" for r in rows]
     return "\n".join(lines)
 
 

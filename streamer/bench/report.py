@@ -175,6 +175,10 @@ def render_terminal(doc: dict) -> str:
 
         parts += ["", "multi-utterance recordings: streamed finals vs the whole-recording offline decode",
                   render(doc["multi_utterance"])]
+    if doc.get("multi_utterance_study"):
+        from streamer.bench.multi_utterance import render_study
+
+        parts += ["", "multi-utterance context study: each utterance decoded alone", render_study(doc["multi_utterance_study"])]
     t = targets(doc) if doc.get("headline") else []
     if t:
         parts += ["", "targets"] + [f"  [{'met' if x['met'] else 'MISSED' if x['met'] is False else 'n/a'}] "

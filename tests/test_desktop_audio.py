@@ -190,6 +190,11 @@ def test_list_devices_marks_the_monitors_as_desktop_audio(desk):
     assert set(rows) == {"vmic.monitor", "speakers.monitor"}
     assert rows["speakers.monitor"].startswith("*") and not rows["vmic.monitor"].startswith("*")
     assert all(line.endswith("desktop audio") for line in rows.values())
+    # --input-device takes a monitor by its source name (the model is checked after the device: it fails here)
+    r = run_cli("--input-device", "speakers.monitor", "--no-tui", "--model", "/nonexistent/model", env=desk.env)
+    assert r.returncode == 2 and "no input device matches" not in r.stderr and "/nonexistent/model" in r.stderr, r.stderr
+    r = run_cli("--input-device", "Monitor of", "--no-tui", "--model", "/nonexistent/model", env=desk.env)
+    assert "2 input devices match 'Monitor of'" in r.stderr and "vmic.monitor; speakers.monitor" in r.stderr, r.stderr
 
 
 @pytest.mark.slow

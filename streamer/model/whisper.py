@@ -125,7 +125,7 @@ def load_final_model(config: FinalModelConfig, device: str = "cpu", warmup: bool
                                    min(19, os.getpriority(os.PRIO_PROCESS, 0) + config.nice))
                 except OSError:
                     log.debug("could not lower the final pass's priority", exc_info=True)
-            model = WhisperFinalModel(config, device="cuda" if device == "cuda" else "cpu")
+            model = WhisperFinalModel(config, device="cuda" if device.startswith("cuda") else "cpu")
             if warmup:
                 model.warm_up()
             result.append(model)

@@ -9,8 +9,9 @@ Threads and who owns what:
   handlers are called under one lock, never from two threads at once;
 - the main thread starts and stops it through the Session.
 
-Overload policy: finals stay complete. While the worker is behind real time the recognizer commits several
-hops per window (fewer partials: counted as `skipped_partials`); audio is lost only when the ring buffer
+Overload policy: finals stay complete. While model steps cost more than SHED_STEP_RTF of the hop (a busy
+CPU) the `HopGovernor` lengthens the hop, and while the worker is behind real time the recognizer commits
+several hops per window (fewer partials either way: counted as `skipped_partials`); audio is lost only when the ring buffer
 overflows (counted as `dropped_samples`, a "dropped" NoticeEvent at most every DROP_NOTICE_INTERVAL_S).
 Audio that never arrived (a stall, a device interruption: `RingBuffer.record_gap`) gives a "gap" NoticeEvent.
 """
@@ -47,6 +48,49 @@ STATS_INTERVAL_S = 0.5
 READ_TIMEOUT_S = 0.1
 #: At most one "audio dropped" notice this often (the counter on every StatsEvent stays exact).
 DROP_NOTICE_INTERVAL_S = 5.0
+
+
+class HopGovernor:
+    """Sheds partials under load: lengthens the recognizer's hop while its model steps cost more than
+    SHED_STEP_RTF of the hop, and shortens it back (never below the configured hop) when they are fast
+    again. Every frame is still committed and finals are untouched; the partials not shown are counted
+    (`shed_partials`: the configured hops that had no partial of their own)."""
+
+    def __init__(self, schedule) -> None:
+        from streamer.core.config import SHED_MAX_HOP_FACTOR, SHED_STEP_RTF, SHED_STEPS
+
+        self.schedule = schedule
+        self.base = schedule.base_hop_frames
+        self.limit = max(self.base, int(self.base * SHED_MAX_HOP_FACTOR))
+        self.budget = SHED_STEP_RTF
+        self._steps: list[float] = []  # ms per frame of the recent steps' windows
+        self._n = SHED_STEPS
+        self._debt = 0.0
+        self.shed_partials = 0
+
+    def observe(self, step_ms: float, window_frames: int, frame_ms: float) -> None:
+        """After each model step: its time and window length (frames)."""
+        hop = self.schedule.hop_frames
+        self._debt += hop / self.base - 1.0
+        whole = int(self._debt)
+        self.shed_partials += whole
+        self._debt -= whole
+        if window_frames <= 0:
+            return
+        self._steps.append(step_ms / window_frames)
+        del self._steps[:-self._n]
+        if len(self._steps) < self._n:
+            return
+        per_frame = sorted(self._steps)[self._n // 2]
+        # the window of a hop h: left context + h + look-ahead frames; solve step(h) = budget * h
+        s = self.schedule
+        fixed = s.left_frames + s.lookahead_frames
+        denom = self.budget * frame_ms - per_frame
+        want = self.limit if denom <= 0 else int(-(-(per_frame * fixed) // denom))
+        want = min(self.limit, max(self.base, want))
+        if want != hop:
+            s.hop_frames = want
+            self._steps.clear()  # judge the new hop on its own steps
 
 
 def dbfs(x: np.ndarray) -> tuple[float, float]:
@@ -98,6 +142,10 @@ class Worker:
         self._gaps_told = 0
         self._drops_told = 0
         self._last_drop_notice = float("-inf")
+        schedule = getattr(recognizer, "schedule", None)
+        #: Lengthens the hop while steps are slow (realtime sessions: those that catch up; a file replayed as
+        #: fast as possible keeps its windows, so its output does not depend on timing).
+        self.governor = HopGovernor(schedule) if schedule is not None and schedule.max_hops_per_step > 1 else None
         self._switches: deque[tuple[int, bool]] = deque()  # (sample, paused from there), in stream order
         self._switch_lock = threading.Lock()
         self._feeding_paused = self.paused.is_set()  # what the worker does now (worker thread only)
@@ -157,7 +205,9 @@ class Worker:
 
     def _complete_stats(self, event: StatsEvent) -> StatsEvent:
         lag = (self.ring.unread() + self._in_feed) / MODEL_SAMPLE_RATE
+        shed = self.governor.shed_partials if self.governor is not None else 0
         return replace(event, lag_s=lag, dropped_samples=self.dropped_samples(),
+                       skipped_partials=event.skipped_partials + shed,
                        input_overflows=self.input_overflows(), nonfinite_samples=self.nonfinite_samples(),
                        gap_samples=self.ring.gap_samples, gaps=len(self.ring.gaps),
                        threads=int(getattr(self.recognizer.model, "threads_in_use", 0) or 0))
@@ -220,9 +270,14 @@ class Worker:
         self._in_feed = len(chunk.samples)
         if self.final_pass is not None:
             self.final_pass.audio(chunk)
+        windows = self.recognizer.windows_run
         events = self._route(self.recognizer.feed(chunk))
         self._core_stats = self.recognizer.stats()
         self._in_feed = 0
+        if self.governor is not None and self.recognizer.windows_run > windows:
+            s = self.governor.schedule
+            self.governor.observe(self._core_stats.step_compute_ms, s.left_frames + s.hop_frames + s.lookahead_frames,
+                                  s.geometry.frame_s * 1000)
         self.publish(events)
 
     def _feed_switched(self, chunk: AudioChunk) -> None:

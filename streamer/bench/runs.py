@@ -97,9 +97,13 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
     source = sources[0]
     assert source.started_at is not None
     rec = session.recognizer
+    governor = session.worker.governor
+    shed = governor.shed_partials if governor is not None else 0
+    hop_ms = round(rec.schedule.hop_frames * rec.geometry.frame_s * 1000)
     return RunResult("realtime", events, source.started_at, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s,
                      cpu, rec.windows_run, session.dropped_samples(), max_lag[0], _peak_rss_mb(),
-                     {"source_late_max_ms": round(source.late_s * 1000, 1), "skipped_partials": rec.skipped_partials, **extra})
+                     {"source_late_max_ms": round(source.late_s * 1000, 1), "skipped_partials": rec.skipped_partials + shed,
+                      "hop_ms_end": hop_ms, **extra})
 
 
 def run_unaware(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:

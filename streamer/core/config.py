@@ -50,6 +50,16 @@ THREAD_CHOICE_WINDOW_S = 1.245
 SILERO_SLEEP_MS = 1000
 SILERO_REPLAY_MS = 1024
 
+#: Work shed under load (streamer.app.worker.HopGovernor, realtime sessions only): when the median of the
+#: last SHED_STEPS model steps costs more than SHED_STEP_RTF of the hop, the hop is lengthened (up to
+#: SHED_MAX_HOP_FACTOR times the configured one) so a step costs SHED_STEP_RTF of it; it comes back when the
+#: steps are fast again. Fewer partials (counted as skipped), every frame still committed, finals untouched.
+#: 0.6: the base-size model on the idle 2-core CPU (88 ms per 160 ms hop) keeps its hop; beside a busy core
+#: (103-111 ms with one thread) the hop grows to 180-200 ms, keeping RTF under 0.5 and partials near 200 ms.
+SHED_STEP_RTF = 0.6
+SHED_STEPS = 5
+SHED_MAX_HOP_FACTOR = 2.0
+
 #: The frame stride of wav2vec2-family models (320 samples at 16 kHz). Window lengths are checked against it
 #: before a model loads, and against the loaded model's own frame (FrameGeometry) once it has.
 FRAME_MS = 20

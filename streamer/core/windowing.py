@@ -61,6 +61,9 @@ class WindowSchedule:
         config.validate()
         self.geometry = geometry
         self.hop_frames = max(1, geometry.ms_to_frames(config.hop_ms))
+        #: The configured hop; `hop_frames` may be lengthened at run time while steps are slow
+        #: (streamer.app.worker.HopGovernor) and is never shorter.
+        self.base_hop_frames = self.hop_frames
         self.left_frames = geometry.ms_to_frames(config.left_context_ms)
         self.lookahead_frames = geometry.ms_to_frames(config.lookahead_ms)
         self.max_hops_per_step = max(1, max_hops_per_step)

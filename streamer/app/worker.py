@@ -32,6 +32,7 @@ from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.core.events import AudioChunk, Event, LevelEvent, NoticeEvent, StatsEvent
 from streamer.core.recognizer import Recognizer
+from streamer.core.windowing import WindowSchedule
 from streamer.errors import StreamerError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class HopGovernor:
     again. Every frame is still committed and finals are untouched; the partials not shown are counted
     (`shed_partials`: the configured hops that had no partial of their own)."""
 
-    def __init__(self, schedule) -> None:
+    def __init__(self, schedule: WindowSchedule) -> None:
         from streamer.core.config import SHED_MAX_HOP_FACTOR, SHED_STEP_RTF, SHED_STEPS
 
         self.schedule = schedule

@@ -175,6 +175,7 @@ def _run_sources(opts: RunOptions, inputs: Sequence[SourceInput], control: Contr
         announce_control,
         attach_control,
         final_rescorer,
+        load_final_model,
         open_outputs,
         prepare_outputs,
         status,
@@ -188,6 +189,7 @@ def _run_sources(opts: RunOptions, inputs: Sequence[SourceInput], control: Contr
     status(f"streamer: loading {config.model.name} ...")
     ctc = load_model(config.model)
     check_frame_grid(config.window.hop_ms, config.window.lookahead_ms, ctc.geometry.frame_s * 1000)
+    final_model = load_final_model(opts, str(ctc.device))  # one Whisper for every input's finals (--final-model)
     stdout = None if opts.tui else StdoutFinals()
     shared: list[Sink] = ([stdout] if stdout is not None else []) + open_outputs(opts)
     lock = threading.Lock()
@@ -198,7 +200,8 @@ def _run_sources(opts: RunOptions, inputs: Sequence[SourceInput], control: Contr
         if desktop_sink is not None and inp.dictates:
             sinks.append(SourceTap(desktop_sink, inp.label, lock))
         sessions.append(Session(ctc.view(), inp.factory, SessionOptions(config, catch_up=True), sinks=sinks,
-                                final_rescorer=final_rescorer(opts.decoder, ctc, desktop_sink)))
+                                final_rescorer=final_rescorer(opts.decoder, ctc, desktop_sink), final_model=final_model,
+                                final_hotwords=[*opts.decoder.hotwords, *(desktop_sink.hotwords if desktop_sink else ())]))
     group = SessionGroup(sessions)
     ui = None
     if opts.tui:

@@ -10,6 +10,7 @@ microphone, streamer.bench.pulse):
   median of the next runs. Where the time goes: the phases of a warm load in one process.
 - `streamer ctl status` round trip: the whole command (a Python process, the socket, the answer), and the
   socket alone (streamer.app.control.request in this process).
+- the CPU a resident instance uses while paused (--start-paused, the microphone open);
 - push-to-talk: `ctl resume`, a sentence played into the mic, `ctl pause` while it is still being spoken
   (once the first partial shows), and the time from the release (the ctl process spawned) to the final on
   streamer's stdout; p50 / p95 over --presses presses.
@@ -41,6 +42,9 @@ sys.path.insert(0, str(REPO))
 
 from streamer.bench.pulse import PulseMic  # noqa: E402
 from streamer.bench.suite import host, loadavg  # noqa: E402
+
+#: How long the CPU use of a paused resident instance is measured.
+PAUSED_CPU_WINDOW_S = 10.0
 
 PHASES = r'''
 import sys, time
@@ -169,6 +173,10 @@ def push_to_talk(mic: PulseMic, env: dict[str, str], wav: Path, presses: int) ->
     p = Proc(streamer_argv("--model", "demo", "--no-tui", "--start-paused", "--output", str(jsonl)), env)
     try:
         p.wait(p.err, "streamer: ready, ")
+        p.wait(p.err, "streamer: listening on ")
+        cpu0, t0 = cpu_s(p.proc.pid), time.monotonic()
+        time.sleep(PAUSED_CPU_WINDOW_S)  # the measurement window itself
+        paused_cpu = (cpu_s(p.proc.pid) - cpu0) / (time.monotonic() - t0)
         process_round_trip = [ctl(env, "status") for _ in range(10)]
         from streamer.app.control import request
 
@@ -189,7 +197,7 @@ def push_to_talk(mic: PulseMic, env: dict[str, str], wav: Path, presses: int) ->
             arrived, _ = p.wait(p.out, "", timeout=60)
             from_release.append(arrived - released)
             player.wait(60)
-        return {"ctl_process_s": process_round_trip, "socket_s": socket_round_trip,
+        return {"paused_cpu_share": paused_cpu, "ctl_process_s": process_round_trip, "socket_s": socket_round_trip,
                 "release_to_final_s": from_release}
     finally:
         p.stop()
@@ -247,6 +255,8 @@ def main() -> int:
     print(f"\nstreamer ctl status, whole command: p50 {pct(ptt['ctl_process_s'], .5) * 1000:.0f} ms, p95 "
           f"{pct(ptt['ctl_process_s'], .95) * 1000:.0f} ms; the socket alone: p50 "
           f"{pct(ptt['socket_s'], .5) * 1000:.2f} ms, p95 {pct(ptt['socket_s'], .95) * 1000:.2f} ms")
+    print(f"a resident instance while paused (demo, the microphone open): {ptt['paused_cpu_share'] * 100:.1f} % "
+          f"of one core over {PAUSED_CPU_WINDOW_S:g} s")
     r = ptt["release_to_final_s"]
     print(f"push-to-talk, release (streamer ctl pause spawned) -> final on stdout, {len(r)} presses: p50 "
           f"{pct(r, .5) * 1000:.0f} ms, p95 {pct(r, .95) * 1000:.0f} ms")

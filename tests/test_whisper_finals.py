@@ -116,6 +116,20 @@ def test_dictation_keeps_a_cased_final_and_matches_spoken_marks_in_it():
     assert d.feed("HELLO WORLD PERIOD").document == "Hello, world. Hello world."  # CTC capitals: lowercased
 
 
+def test_a_late_final_leaves_the_next_utterances_line_on_the_caption_screen():
+    """Whisper's final of utterance 0 arrives while utterance 1's partials are shown: it joins the captions
+    and the current line stays; a final of the line's own utterance clears it."""
+    from streamer.ui.state import LiveState
+
+    state = LiveState("demo", "test")
+    state.apply(PartialEvent(3.0, 3.0, 1, "SECOND", " LINE", 2.8, 3.0))
+    state.apply(FinalEvent(3.1, 3.1, 0, "First line.", (), 0.0, 2.0, full_pass=True, ctc_text="FIRST LINE"))
+    snap = state.snapshot()
+    assert [c.text for c in snap.captions] == ["First line."] and (snap.committed, snap.tentative) == ("SECOND", " LINE")
+    state.apply(FinalEvent(4.0, 4.0, 1, "Second line.", (), 2.5, 3.5, full_pass=True, ctc_text="SECOND LINE"))
+    assert (state.snapshot().committed, state.snapshot().tentative) == ("", "")
+
+
 @pytest.mark.parametrize("name,problem", [
     ("/nonexistent/whisper-folder", "no such folder"), ("base.en", "other names need the model hub")])
 def test_bad_final_model_names(name, problem):

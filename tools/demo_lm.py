@@ -272,12 +272,17 @@ def cmd_streamed(a) -> None:
         events += rec.finish()
         return " ".join(e.text for e in events if isinstance(e, FinalEvent) and e.text)
 
-    recs = recordings(a.per_recording)
+    if a.source == "bench":  # streamer bench --multi-utterance's recordings (streamer/bench/multi_utterance.py)
+        from streamer.bench.multi_utterance import synthetic_recordings
+
+        recs = [(r.audio, r.truth) for r in synthetic_recordings(a.count) if r.group == "seen_voices"]
+    else:
+        recs = recordings(a.per_recording)
     truth = [t for _, t in recs]
     greedy = [stream(x, None) for x, _ in recs]
     lm = [stream(x, timed) for x, _ in recs]
     offline = offline_logits(ctc, [x for x, _ in recs])
-    res = {"model": a.model, "recordings": len(recs), "sentences_per_recording": a.per_recording,
+    res = {"model": a.model, "source": a.source, "recordings": len(recs), "sentences_per_recording": a.per_recording,
            "audio_s": sum(len(x) for x, _ in recs) / dc.SAMPLE_RATE,
            "streamed_greedy_wer": jiwer.wer(truth, greedy), "streamed_lm_wer": jiwer.wer(truth, lm),
            "streamed_greedy_cer": jiwer.cer(truth, greedy), "streamed_lm_cer": jiwer.cer(truth, lm),
@@ -286,7 +291,7 @@ def cmd_streamed(a) -> None:
            "lm_final_ms": {"n": len(times_ms), "p50": percentile(times_ms, 50), "p95": percentile(times_ms, 95),
                            "max": max(times_ms, default=float("nan"))},
            "examples": [{"truth": t, "greedy": g, "lm": b} for t, g, b in list(zip(truth, greedy, lm))[:3]]}
-    print(f"{len(recs)} recordings of {a.per_recording} everyday sentences (seen voices, {res['audio_s']:.0f} s): "
+    print(f"{len(recs)} recordings ({a.source}; seen voices, {res['audio_s']:.0f} s): "
           f"streamed WER greedy {res['streamed_greedy_wer']:.2%} -> LM {res['streamed_lm_wer']:.2%} "
           f"(CER {res['streamed_greedy_cer']:.2%} -> {res['streamed_lm_cer']:.2%}); offline WER greedy "
           f"{res['offline_greedy_wer']:.2%} -> LM {res['offline_lm_wer']:.2%}")
@@ -315,7 +320,11 @@ def main(argv=None) -> None:
     e.add_argument("--json", default="")
     s = sub.add_parser("streamed", help="greedy vs LM streamed finals on multi-sentence everyday recordings")
     s.add_argument("--model", default="demo")
+    s.add_argument("--source", choices=("everyday", "bench"), default="everyday",
+                   help="everyday: the 40 everyday sentences in training voices, --per-recording to a recording; "
+                        "bench: the training-voice recordings of streamer bench --multi-utterance (4 sentences each)")
     s.add_argument("--per-recording", type=int, default=4)
+    s.add_argument("--count", type=int, default=6, help="with --source bench: recordings per voice group")
     s.add_argument("--json", default="")
     a = ap.parse_args(argv)
     {"text": cmd_text, "layout": cmd_layout, "eval": cmd_eval, "streamed": cmd_streamed}[a.cmd](a)

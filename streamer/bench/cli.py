@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--busy-cores", default="0", metavar="N[,N...]",
                    help="also run the realtime mode with N processes spinning a core each (recorded with the run); "
                    "the idle run comes first (default 0: idle only)")
+    p.add_argument("--stall-s", type=float, default=0.0,
+                   help="also a realtime run with one stall of this long a third of the way in: time to catch up")
     p.add_argument("--idle-s", type=float, default=0.0, help="also measure idle CPU on this much room tone")
     p.add_argument("--variants", action="store_true", help="also run precision / reuse / normalisation variants (unaware)")
     p.add_argument("--stitched", action="store_true",

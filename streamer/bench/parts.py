@@ -80,6 +80,11 @@ def part_streamer(args, config: Config) -> dict:
     suite.warm(ctc, config, work)
     pending = _streamer_runs(args, config, ctc, work, rt_work)
     idle = suite.idle_cpu(ctc, config, args.idle_s) if args.idle_s > 0 else None
+    if getattr(args, "stall_s", 0) > 0:
+        say(f"{key}: realtime run with a {args.stall_s:g} s stall ...")
+        stall = suite.stall_catch_up(ctc, config, rt_work, args.stall_s)
+        say(f"{key}: stall: {stall}")
+        idle = {**(idle or {}), "stall": stall}
     workloads = list({id(w): w for _, w in pending}.values())
     same_precision = None
     if ctc.quantized or ctc.dtype != _float32():  # also compare with the offline decode at streamer's precision

@@ -394,3 +394,44 @@ def sweep_windows(default: WindowConfig) -> list[WindowConfig]:
             seen.add(k)
             out.append(w)
     return out
+
+
+# -- catch-up after a stall ------------------------------------------------------------------------------------
+class _Stalling:
+    """A model that stalls once for `stall_s` (as a process descheduled, swapped out or stopped would) at its
+    first window after `at_s` of audio; everything else is the wrapped model."""
+
+    def __init__(self, model, stall_s: float, at_s: float) -> None:
+        self._model = model
+        self._stall_s = stall_s
+        self._at_sample = int(at_s * MODEL_SAMPLE_RATE)
+        self.stalled_at: float | None = None  # perf_counter when the stall ended
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def logits(self, audio, start_sample=None):
+        if self.stalled_at is None and start_sample is not None and start_sample >= self._at_sample:
+            time.sleep(self._stall_s)
+            self.stalled_at = time.perf_counter()
+        return self._model.logits(audio, start_sample)
+
+
+def stall_catch_up(ctc, config: Config, work: Workload, stall_s: float = 5.0) -> dict:
+    """The realtime pipeline with one stall of `stall_s` in the middle of the stream: how long after it the
+    worker is back within one hop of real time (lag from the StatsEvents), the partials skipped and the audio
+    dropped meanwhile (none: the ring holds 30 s), and whether every utterance still got its final."""
+    from streamer.core.events import FinalEvent, StatsEvent
+
+    audio = work.session.audio
+    model = _Stalling(ctc, stall_s, at_s=len(audio) / MODEL_SAMPLE_RATE / 3)
+    run = run_realtime(model, config, audio)
+    hop_s = config.window.hop_ms / 1000
+    stats = [e for e in run.events if isinstance(e, StatsEvent)]
+    end = model.stalled_at
+    back = next((e.wall_time_s for e in stats if end is not None and e.wall_time_s >= end and e.lag_s <= hop_s), None)
+    finals = len({e.segment_id for e in run.events if isinstance(e, FinalEvent)})
+    return {"stall_s": stall_s, "catch_up_s": None if back is None or end is None else round(back - end, 2),
+            "max_lag_s": round(run.max_lag_s, 2), "skipped_partials": run.extra.get("skipped_partials"),
+            "dropped_samples": run.dropped_samples, "finals": finals, "segments": len(work.segments),
+            "hop_ms_end": run.extra.get("hop_ms_end")}

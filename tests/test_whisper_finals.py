@@ -37,6 +37,7 @@ class StandIn:
 
     def transcribe(self, audio, offset_s=0.0, hotwords=None) -> FinalText:
         self.calls.append((len(audio), offset_s))
+        self.hotwords = hotwords
         text, nsp = self.answers.pop(0)
         return FinalText(text, (), nsp, 0.01)
 
@@ -46,9 +47,9 @@ def ctc_final(seg: int, text: str, end_s: float, forced: bool = False) -> FinalE
                       end_s=end_s, forced=forced)
 
 
-def stage(model) -> tuple[WhisperFinals, list[Event]]:
+def stage(model, hotwords=()) -> tuple[WhisperFinals, list[Event]]:
     published: list[Event] = []
-    s = WhisperFinals(model, VadConfig(), published.extend)
+    s = WhisperFinals(model, VadConfig(), published.extend, hotwords=hotwords)
     s.start()
     return s, published
 
@@ -65,14 +66,14 @@ def play(s: WhisperFinals, events: list[Event]) -> list[Event]:
 
 def test_ctc_finals_are_taken_and_the_utterance_span_is_decoded_with_its_heard_silence():
     model = StandIn([("Hello there.", 0.05)])
-    s, published = stage(model)
+    s, published = stage(model, hotwords=("Quilter", "Dashwood"))
     start, end, at = int(0.5 * SR), int(2.0 * SR), int(3.0 * SR)
     passed = play(s, [VadEvent(0.8, 0.0, True, 0, sample=start), PartialEvent(1.0, 0.0, 0, "HELLO", "", 0.9, 1.0),
                       ctc_final(0, "HELLO THERE", 3.0), VadEvent(3.0, 0.0, False, 0, sample=end)])
     assert [type(e).__name__ for e in passed] == ["VadEvent", "PartialEvent", "VadEvent"]  # the CTC final is taken
     assert s.drain()
     heard = VadConfig().heard_silence_samples()
-    assert model.calls == [(min(at, end + heard) - start, 0.5)]
+    assert model.calls == [(min(at, end + heard) - start, 0.5)] and model.hotwords == "Quilter Dashwood"
     [final] = published
     assert isinstance(final, FinalEvent)
     assert (final.text, final.ctc_text, final.disagreement, final.start_s, final.end_s) == ("Hello there.", "HELLO THERE",

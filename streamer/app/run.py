@@ -138,7 +138,8 @@ def shipped_language_model(decoder: DecoderOptions, ctc: FrameModel) -> Language
     return lm
 
 
-def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSink | None) -> FinalRescorer | None:
+def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSink | None,
+                   whisper_finals: bool = False) -> FinalRescorer | None:
     """Beam search for finals when asked for, or by default when the checkpoint ships a language model (or
     --lm gives one); None keeps greedy decoding. Partials stay greedy either way."""
     # the command phrases bias finals only when beam search is asked for: a phrase pulled into a near miss
@@ -146,7 +147,7 @@ def final_rescorer(decoder: DecoderOptions, ctc: FrameModel, desktop: DesktopSin
     hotwords = [*decoder.hotwords, *(desktop.hotwords if desktop and decoder.kind == "beam" else ())]
     shipped = shipped_language_model(decoder, ctc)
     if decoder.kind == "greedy" or decoder.kind == "auto" and shipped is None and not decoder.lm:
-        if decoder.hotwords:
+        if decoder.hotwords and not whisper_finals:  # with --final-model they bias Whisper's finals
             stderr_line("streamer: note: --hotwords only bias beam search (--decoder beam); greedy decoding ignores them")
         return None
     from streamer.model.beam import BeamRescorer
@@ -351,8 +352,8 @@ def _run_session(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     sinks: list[Sink] = ([stdout] if stdout is not None else []) + open_outputs(opts) + ([desktop] if desktop else [])
     final_model = load_final_model(opts, str(ctc.device))
     session = Session(ctc, source, SessionOptions(config, catch_up=catch_up), sinks=sinks,
-                      final_rescorer=final_rescorer(opts.decoder, ctc, desktop), final_model=final_model,
-                      final_hotwords=[*opts.decoder.hotwords, *(desktop.hotwords if desktop else ())])
+                      final_rescorer=final_rescorer(opts.decoder, ctc, desktop, final_model is not None),
+                      final_model=final_model, final_hotwords=opts.decoder.hotwords)
     ui = None
     if opts.tui:
         from streamer.ui import CaptionUI

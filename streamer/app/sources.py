@@ -200,8 +200,8 @@ def _run_sources(opts: RunOptions, inputs: Sequence[SourceInput], control: Contr
         if desktop_sink is not None and inp.dictates:
             sinks.append(SourceTap(desktop_sink, inp.label, lock))
         sessions.append(Session(ctc.view(), inp.factory, SessionOptions(config, catch_up=True), sinks=sinks,
-                                final_rescorer=final_rescorer(opts.decoder, ctc, desktop_sink), final_model=final_model,
-                                final_hotwords=[*opts.decoder.hotwords, *(desktop_sink.hotwords if desktop_sink else ())]))
+                                final_rescorer=final_rescorer(opts.decoder, ctc, desktop_sink, final_model is not None),
+                                final_model=final_model, final_hotwords=opts.decoder.hotwords))
     group = SessionGroup(sessions)
     ui = None
     if opts.tui:

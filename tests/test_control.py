@@ -248,3 +248,15 @@ def test_a_default_run_without_a_usable_socket_warns_and_goes_on(tmp_path, capsy
     assert len(err) == 1 and err[0].startswith("streamer: warning: no control socket"), err
     with pytest.raises(ControlError):
         open_control(RunOptions(control=ControlOptions(name="named")), print)
+
+
+def test_the_lazy_package_exports_are_the_functions():
+    """`streamer.cli.main` is the function even after the submodule of the same name was imported."""
+    import importlib
+
+    importlib.import_module("streamer.cli.main")
+    import streamer
+    import streamer.cli as cli
+
+    assert callable(cli.main) and callable(cli.build_parser)
+    assert callable(streamer.load_model) and isinstance(streamer.Recognizer, type)

@@ -268,3 +268,19 @@ def test_demo_lm_lowers_wer_on_everyday_sentences(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == lm[k]
     assert cli.main([*base, "--decoder", "greedy"]) == 0
     assert capsys.readouterr().out.strip() == greedy[k]
+
+
+def test_decoder_beam_without_kenlm_fails_before_the_model_loads(tmp_path, monkeypatch):
+    """The model folder is looked at before loading: --decoder beam on a model that ships an LM needs kenlm,
+    said at once; auto and greedy go on (auto warns after loading, tested above)."""
+    from streamer.app.run import check_decoder
+
+    folder = tmp_path / "m"
+    make_layout(folder)
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "kenlm", None)
+    with pytest.raises(MissingDependencyError, match="'kenlm' is not installed"):
+        check_decoder(DecoderOptions(kind="beam"), str(folder))
+    check_decoder(DecoderOptions(), str(folder))
+    check_decoder(DecoderOptions(kind="greedy"), str(folder))
+    check_decoder(DecoderOptions(kind="beam"), str(tmp_path / "missing"))  # load_model will say what is wrong

@@ -47,7 +47,19 @@ def status(msg: str) -> None:
         stderr_line(msg)
 
 
-def check_decoder(decoder: DecoderOptions) -> None:
+def ships_language_model(model_name: str) -> bool:
+    """Whether a local model folder (or the demo model) has a language_model/ folder: known before loading.
+    A hub model is known only once fetched; a bad name is load_model's to report."""
+    from streamer.model.language_model import find_language_model
+    from streamer.model.loading import resolve_source
+
+    try:
+        return find_language_model(resolve_source(model_name).path) is not None
+    except StreamerError:
+        return False
+
+
+def check_decoder(decoder: DecoderOptions, model_name: str | None = None) -> None:
     if not math.isfinite(decoder.hotword_weight):
         raise ConfigError(f"--hotword-weight must be a finite number, not {decoder.hotword_weight}", "give a number")
     if decoder.beam_width < 1:
@@ -60,7 +72,8 @@ def check_decoder(decoder: DecoderOptions) -> None:
                               "drop --decoder greedy; beam search needs pip install 'streamer[beam]'")
         from streamer.model.beam import check_available
 
-        check_available(decoder.lm)
+        # --decoder beam with the model's own LM needs kenlm too: said now, not after the model loads
+        check_available(decoder.lm, decoder.kind == "beam" and model_name is not None and ships_language_model(model_name))
 
 
 def prepare_outputs(opts: RunOptions) -> DesktopSink | None:
@@ -69,7 +82,7 @@ def prepare_outputs(opts: RunOptions) -> DesktopSink | None:
     from streamer.sinks.desktop import build_desktop_sink
     from streamer.sinks.files import check_output_path
 
-    check_decoder(opts.decoder)
+    check_decoder(opts.decoder, opts.session.config.model.name)
     check_final_model(opts)
     desktop = build_desktop_sink(opts.desktop)
     for p in opts.outputs.paths:

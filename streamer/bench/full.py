@@ -28,17 +28,24 @@ FULL_CPU = [
     ("threads", ["--threads-study", "--model", "base", "--speed-s", "4"]),
     ("sweep", ["--sweep", "--model", "base", "--clips", "quick", "--modes", "simulated"]),
 ]
+#: The GPU suite, sized to finish in under five minutes on a lent GPU (benchmarks/gpu_bench.sh): the dtype
+#: and batching speed work, the headline (base fp16, realtime, the quick clips) and the large model. The
+#: parts after them run only when named (--parts).
 FULL_GPU = [
-    ("speed", ["--speed", "base,large", "--device", "cuda"]),
+    ("speed", ["--speed", "base,large", "--device", "cuda", "--speed-variants", "fp32,fp16", "--speed-s", "4"]),
     ("headline", ["--model", "base", "--device", "cuda", "--clips", "quick", "--modes", "realtime,unaware",
-                  "--baselines", "all", "--idle-s", "3"]),
+                  "--baselines", "offline", "--idle-s", "3"]),
+    ("large", ["--model", "large", "--device", "cuda", "--clips", "smoke", "--modes", "realtime", "--baselines", "none"]),
     ("hop120", ["--model", "base", "--device", "cuda", "--clips", "quick", "--modes", "realtime", "--baselines", "none",
                 "--hop-ms", "120"]),
-    ("large", ["--model", "large", "--device", "cuda", "--clips", "quick", "--modes", "realtime", "--baselines",
-               "offline,per_segment"]),
     ("demo", ["--model", "demo", "--device", "cuda", "--clips", "quick", "--modes", "realtime", "--baselines", "offline"]),
     ("sweep", ["--sweep", "--model", "base", "--device", "cuda", "--clips", "quick", "--modes", "simulated"]),
 ]
+#: Parts of FULL_GPU run when --parts names none.
+GPU_DEFAULT_PARTS = ("speed", "headline", "large")
+#: A part running longer is stopped (its figures are missing from the merge; rerun it alone).
+PART_TIMEOUT_S = float(os.environ.get("STREAMER_BENCH_PART_TIMEOUT_S", "0")) or None
+
 
 
 # software versions a part records in its own "machine" (parts merged from separate runs may differ)
@@ -68,7 +75,8 @@ def full(args) -> int:
 
     gpu = args.gpu
     suite_parts = FULL_GPU if gpu else FULL_CPU
-    wanted = [n for n, _ in suite_parts] if args.parts is None else [n for n in csv(args.parts) if n != "none"]
+    default = [n for n, _ in suite_parts if not gpu or n in GPU_DEFAULT_PARTS]
+    wanted = default if args.parts is None else [n for n in csv(args.parts) if n != "none"]
     unknown = [n for n in wanted if n not in dict(suite_parts)]
     if unknown:
         raise ConfigError(f"unknown part(s) {', '.join(unknown)}", f"use {', '.join(n for n, _ in suite_parts)} or none")
@@ -84,7 +92,11 @@ def full(args) -> int:
         t0, load0 = time.time(), loadavg()
         say(f"part {name}: {' '.join(part_args)}")
         cmd = [sys.executable, "-m", "streamer", "bench", *part_args, "--json", str(part_json)]
-        rc = subprocess.call(cmd, env=env, cwd=repo_root())
+        try:
+            rc = subprocess.call(cmd, env=env, cwd=repo_root(), timeout=PART_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            say(f"part {name} stopped after {PART_TIMEOUT_S:g} s")
+            rc = 124
         if rc != 0:
             say(f"part {name} failed (exit {rc})")
             part_json.unlink(missing_ok=True)

@@ -131,8 +131,7 @@ class WhisperFinals:
         queues its decode; everything else passes on unchanged and at once."""
         out: list[Event] = []
         for e in events:
-            if isinstance(e, FinalEvent):
-                self._ctc_final(e)
+            if isinstance(e, FinalEvent) and self._ctc_final(e):
                 continue
             if isinstance(e, VadEvent) and e.sample >= 0:
                 if e.speech:
@@ -142,16 +141,18 @@ class WhisperFinals:
             out.append(e)
         return out
 
-    def _ctc_final(self, e: FinalEvent) -> None:
+    def _ctc_final(self, e: FinalEvent) -> bool:
+        """Take a CTC final of the open utterance (True); one of no utterance known here passes on as it is."""
         o = self._open
         if o is None or o.segment_id != e.segment_id:
-            return
+            return False
         if e.forced:  # the recognizer cut a long utterance at a word: decode the piece
             end = round(e.end_s * self.sample_rate)
             self._submit(o.segment_id, o.start_sample, end, end, e.text, round(e.audio_time_s * self.sample_rate), True)
             o.start_sample = end
         else:
             o.ctc_text = e.text
+        return True
 
     def _close(self, e: VadEvent) -> None:
         o = self._open

@@ -155,7 +155,9 @@ def _summary(mode, seconds, work):
 def test_simulated_mode_adds_the_compute_time_to_the_algorithms_latency(smoke_work):
     unaware = _summary("unaware", 0.05, smoke_work)
     simulated = _summary("simulated", 0.05, smoke_work)
-    assert simulated["windows"] == unaware["windows"]  # 50 ms per 240 ms hop: never behind
+    # 50 ms per 240 ms hop: never behind (windows held during a hangover after an early final pass resume
+    # with one catch-up window where the speech goes on, so the simulated run may have a few fewer windows)
+    assert simulated["max_lag_s"] < 0.2 and unaware["windows"] - 3 <= simulated["windows"] <= unaware["windows"]
     extra = simulated["partial_latency_p50_ms"] - unaware["partial_latency_p50_ms"]
     assert 40 <= extra <= 150, (unaware["partial_latency_p50_ms"], simulated["partial_latency_p50_ms"])
 
@@ -167,6 +169,16 @@ def test_simulated_mode_falls_behind_and_catches_up_when_compute_exceeds_the_hop
     assert slow["windows"] < unaware["windows"]  # several hops per step once behind
     assert slow["max_lag_s"] > 0.3
     assert slow["partial_latency_p50_ms"] > unaware["partial_latency_p50_ms"] + 300
+
+
+@pytest.mark.slow
+def test_simulated_cpu_mode_counts_the_cpu_time_of_the_worker_not_its_waits(smoke_work):
+    """simulated-cpu (a core of its own): a step that waits 400 ms without computing costs nothing there,
+    where the wall-clock simulation falls behind."""
+    unaware = _summary("unaware", 0.0, smoke_work)
+    waiting = _summary("simulated-cpu", 0.4, smoke_work)
+    assert waiting["mode"] == "simulated-cpu" and waiting["max_lag_s"] < 0.2
+    assert waiting["partial_latency_p50_ms"] < unaware["partial_latency_p50_ms"] + 100
 
 
 def test_machine_line_names_each_version_with_its_parts_when_merged_parts_differ():

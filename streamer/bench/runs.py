@@ -154,7 +154,8 @@ def run_simulated(model, config: Config, audio: np.ndarray, block_ms: int = BLOC
     state["v"], state["p"] = max(free_at, n / MODEL_SAMPLE_RATE), now()
     events.extend(rec.finish())
     wall, cpu = time.perf_counter() - w0, time.process_time() - cpu0
-    return RunResult("simulated-cpu" if cpu_clock else "simulated", events, 0.0, n / MODEL_SAMPLE_RATE, wall, rec.compute_s, cpu, rec.windows_run,
+    mode = "simulated-cpu" if cpu_clock else "simulated"
+    return RunResult(mode, events, 0.0, n / MODEL_SAMPLE_RATE, wall, rec.compute_s, cpu, rec.windows_run,
                      0, max_lag, _peak_rss_mb())
 
 

@@ -82,7 +82,12 @@ def check_name(name: str) -> str:
 
 
 def _fallback_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"streamer-{os.getuid()}"
+    if not hasattr(os, "getuid"):  # Windows: no uid (and no Unix sockets: open() says so in one line)
+        import getpass
+
+        return Path(tempfile.gettempdir()) / f"streamer-{getpass.getuser()}"
+    uid = os.getuid()
+    return Path(tempfile.gettempdir()) / f"streamer-{uid}"
 
 
 def runtime_dir(env: dict[str, str] | None = None) -> Path:

@@ -128,3 +128,10 @@ def test_the_target_compares_like_with_like():
     t = {x["target"]: (x["value"], x["met"]) for x in peers.targets(rows)}
     assert t == {"whisperlive first_partial_p50_ms / streamer's >= 3": (2.5, False),
                  "whisperlive partial_p50_ms / streamer's >= 3": (4.0, True)}
+
+
+def test_two_clips_heard_as_one_segment_cost_nothing_when_the_words_are_right():
+    us = [utt(0, 1.0, 3.0, "ONE TWO THREE"), utt(1, 4.5, 6.5, "GO FORWARD")]
+    m = utterance_metrics([PeerEvent("final", 7.0, "One, two, three. Go forward.", 6.0, 1.2)], us)
+    assert [r["text"] for r in m["per_utterance"]] == ["One, two, three. Go forward.", ""]
+    assert m["wer_real"] == 0.0 and m["missing_final"] == 1

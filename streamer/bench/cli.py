@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers-clips", default="default", choices=("default", "real", "synthetic", "all"),
                    help="with --peers: the real recordings (less the 52 s one) and the demo clips (default)")
     p.add_argument("--peers-model", default="demo", help="with --peers: streamer's --model (default demo)")
+    p.add_argument("--peers-rescore", default=None, metavar="JSON",
+                   help="with --peers: score a results file's texts again (WER / CER) instead of running")
     p.add_argument("--render-synthetic", action="store_true", help="(re)render benchmarks/audio/synthetic with espeak-ng and exit")
     add_streaming_arguments(p)  # the same compute, window and VAD flags as streamer itself
     p.add_argument("--debug", action="store_true")

@@ -143,10 +143,8 @@ def utterance_metrics(events: Sequence[PeerEvent], utterances: Sequence[Utteranc
     - partial latency: for every step of speech [speech start, speech end], the first update with text that
       reaches the end of that step, minus when that step had been spoken;
     - final: the last final (not one the harness flushed) that belongs to the utterance, minus the end of speech;
-    - WER / CER: the finals that belong to each utterance, joined, against its reference, both normalized.
+    - WER / CER (`accuracy`): per source, the finals in stream order against the references, normalized.
     """
-    from streamer.bench.metrics import fidelity
-
     shown = sorted((e for e in events if e.text.strip()), key=lambda e: e.received_s)
     finals: dict[int, list[PeerEvent]] = {u.index: [] for u in utterances}
     for e in shown:
@@ -195,11 +193,31 @@ def utterance_metrics(events: Sequence[PeerEvent], utterances: Sequence[Utteranc
         "final_p50_ms": _pct(final, 50), "final_p95_ms": _pct(final, 95),
         "missing_first_partial": missing_first, "missing_final": missing_final, "flushed_final": flushed,
         "uncovered_steps": uncovered, "per_utterance": per_utt}
-    for source in sorted({u.source for u in utterances}):
-        rows = [r for r in per_utt if r["source"] == source]
-        fid = fidelity([normalize(str(r["reference"])) for r in rows], [normalize(str(r["text"])) for r in rows])
+    out.update(accuracy(per_utt))
+    return out
+
+
+def accuracy(per_utterance: Sequence[dict]) -> dict:
+    """WER / CER per source (real, synthetic): the finals of its utterances in stream order, joined, against
+    their references, joined; so text that a system put in the neighbouring clip's segment (two clips
+    heard as one) is not counted twice."""
+    from streamer.bench.metrics import fidelity
+
+    out = {}
+    for source in sorted({r["source"] for r in per_utterance}):
+        rows = [r for r in per_utterance if r["source"] == source]
+        fid = fidelity([normalize(" ".join(str(r["reference"]) for r in rows))],
+                       [normalize(" ".join(str(r["text"]) for r in rows))])
         out[f"wer_{source}"], out[f"cer_{source}"] = fid["wer"], fid["cer"]
     return out
+
+
+def rescore(doc: dict) -> dict:
+    """A results file's WER / CER recomputed from its per-utterance texts (after a change of scoring)."""
+    for row in doc["systems"]:
+        if row.get("per_utterance"):
+            row.update(accuracy(row["per_utterance"]))
+    return doc
 
 
 # --- the clips ---------------------------------------------------------------------------------------------
@@ -607,7 +625,8 @@ def markdown_section(doc: dict) -> str:
            f"between clips), written in {BLOCK_MS} ms blocks at real-time pace.", "", render(doc, markdown=True), ""]
     if doc.get("plot"):
         out += [f"![latency per system]({doc['plot']})", ""]
-    return "\n".join(out)
+    out += [f"- {note}" for note in doc.get("notes", [])]
+    return "\n".join(out).rstrip() + "\n"
 
 
 def update_markdown(path: Path, section: str) -> None:
@@ -627,6 +646,16 @@ def peers_main(args, argv: list[str]) -> int:
     def say(msg: str) -> None:
         print(f"streamer bench: {msg}", file=sys.stderr, flush=True)
 
+    if args.peers_rescore:  # a results file scored again (its texts, not its run, are used)
+        path = Path(args.peers_rescore)
+        scored = rescore(json.loads(path.read_text(encoding="utf-8")))
+        scored.setdefault("notes", []).append("WER / CER rescored from the per-utterance texts by `streamer bench "
+                                              + " ".join(argv) + "`")
+        path.write_text(json.dumps(scored, indent=1), encoding="utf-8")
+        print(render(scored))
+        if args.markdown:
+            update_markdown(Path(args.markdown), markdown_section(scored))
+        return 0
     systems, skipped = systems_to_run(args.peers)
     clips = peer_clips(args.peers_clips)
     session = build_session(clips, gap_s=GAP_S)

@@ -105,3 +105,26 @@ def test_no_early_pass_without_the_final_pass():
     assert model.passes == [] and rec.early_passes == 0
     assert not any(f.full_pass for f in events if isinstance(f, FinalEvent))
     assert dataclasses.replace(WindowConfig(), final_pass_silence_ms=0).validate() is None
+
+
+def test_the_rescorer_runs_with_the_early_pass_and_its_text_is_the_final():
+    """Beam search of the final (a rescorer) is done during the hangover too: at the end nothing is left."""
+    audio = recording(pause_s=1.0, seed=13)
+    cfg = Config(vad=VadConfig(confirm="off"), window=WindowConfig(final_pass_silence_ms=150))
+    model = PassRecorder()
+    fed_at_call = []
+
+    def rescorer(logits):
+        fed_at_call.append(model.fed)
+        return f"RESCORED {len(logits)}"
+
+    rec = Recognizer(model, cfg, vad=VadSegmenter(cfg.vad, classifier=energy_speech), final_rescorer=rescorer)
+    events = []
+    for i in range(0, len(audio), 320):
+        model.fed = min(i + 320, len(audio))
+        events += rec.feed(AudioChunk(i, audio[i:i + 320], SR))
+    finals_ = [e for e in events if isinstance(e, FinalEvent)]
+    assert [f.text.split()[0] for f in finals_] == ["RESCORED"] * 2 and len(fed_at_call) == 2
+    assert [rec.geometry.frames_in(n) for n, _ in model.passes] == [int(f.text.split()[1]) for f in finals_]
+    assert fed_at_call == [fed for _, fed in model.passes]  # with its pass, not when the final was given
+    assert all(call < int(f.audio_time_s * SR) for call, f in zip(fed_at_call, finals_))

@@ -106,6 +106,8 @@ class _EarlyPass:
     end_sample: int
     logits: np.ndarray
     compute_s: float
+    #: The rescorer's text for these logits (beam search, run early too), None without a rescorer.
+    text: str | None = None
 
 
 class Recognizer:
@@ -388,7 +390,8 @@ class Recognizer:
         if audio is None:
             return
         logits, elapsed = self._pass_logits(seg, audio)
-        self._early = _EarlyPass(seg.segment_id, end, logits, elapsed)
+        text = self.final_rescorer(logits) if self.final_rescorer is not None else None
+        self._early = _EarlyPass(seg.segment_id, end, logits, elapsed, text)
         self.early_passes += 1
 
     def _full_pass_final(self, seg: _Segment, end_sample: int, at: int) -> FinalEvent | None:
@@ -400,8 +403,9 @@ class Recognizer:
         if not self._full_pass_possible(seg, end_sample):
             return None
         early = self._early
+        rescored = None
         if early is not None and early.segment_id == seg.segment_id and early.end_sample == end_sample:
-            logits = early.logits
+            logits, rescored = early.logits, early.text
             self.early_passes_used += 1
             log.debug("final pass: segment %d, run early (%.1f ms during the hangover)", seg.segment_id,
                       early.compute_s * 1000)
@@ -411,15 +415,19 @@ class Recognizer:
                 return None
             logits, _ = self._pass_logits(seg, audio)
         tokens = collapse(logits.argmax(axis=-1), seg.first_frame, self.model.vocabulary.blank_id).spans
-        return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits, at=at)
+        return self._final(seg, tokens, end_s=self._s(end_sample), forced=False, pass_logits=logits, at=at,
+                           rescored=rescored)
 
     def _final(self, seg: _Segment, tokens: Sequence[TokenSpan], end_s: float, forced: bool, last_frame: int | None = None,
-               pass_logits: np.ndarray | None = None, at: int | None = None) -> FinalEvent:
-        """A FinalEvent for `tokens`; the rescorer (if any) gets the final pass's logits when there was one,
-        else the committed window logits up to last_frame."""
+               pass_logits: np.ndarray | None = None, at: int | None = None, rescored: str | None = None) -> FinalEvent:
+        """A FinalEvent for `tokens`; the rescorer (if any) gets the final pass's logits when there was one
+        (`rescored`: its text for them, already computed during the hangover), else the committed window
+        logits up to last_frame."""
         text = self.decoder.text(tokens)
         if pass_logits is not None:
-            if self.final_rescorer is not None:
+            if rescored is not None:
+                text = rescored
+            elif self.final_rescorer is not None:
                 text = self.final_rescorer(pass_logits)
         elif self.final_rescorer is not None and self._committed_logits:
             frames = np.concatenate(self._committed_logits)

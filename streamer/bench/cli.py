@@ -163,5 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
         write_texts(doc["multi_utterance"], path.with_name(path.stem + ".multi_utterance.json"))
     print(report.render_terminal(doc))
+    load_plot = report.plot_load(doc, path.with_name(path.stem + ".load.png"))
+    if load_plot is not None:
+        say(f"wrote {load_plot}")
     say(f"wrote {path}")
     return 0

@@ -316,3 +316,43 @@ def update_markdown(path: Path, generated: str) -> None:
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     path.write_text(f"{head}{BEGIN}\n{generated}{END}{tail}", encoding="utf-8")
+
+
+def plot_load(doc: dict, path: Path) -> Path | None:
+    """Latency and RTF of the realtime runs against the machine's load (--busy-cores: 0, 1, 2 ... spinning
+    processes beside streamer), one line per model."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    rows = [r for r in doc.get("results", []) if r.get("mode") == "realtime" and r.get("busy_cores") is not None
+            and r.get("system") == "streamer" and not r.get("variant")]
+    if len({r["busy_cores"] for r in rows}) < 2:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for model in sorted({r["model"] for r in rows}):
+        sel = sorted([r for r in rows if r["model"] == model], key=lambda r: r["busy_cores"])
+        x = [r["busy_cores"] for r in sel]
+        for key, label, style in (("partial_latency_p50_ms", "partial p50", "o-"), ("partial_latency_p95_ms", "partial p95", "o--"),
+                                  ("commit_latency_p50_ms", "commit p50", "s-"), ("final_latency_p50_ms", "final p50", "^:")):
+            a.plot(x, [r.get(key) for r in sel], style, label=f"{model} {label}")
+        b.plot(x, [r.get("rtf") for r in sel], "o-", label=f"{model} RTF")
+        for xi, r in zip(x, sel):
+            b.annotate(f"{r.get('threads', '?')} thr, load {(r.get('loadavg_start') or ['?'])[0]}", (xi, r.get("rtf") or 0),
+                       fontsize=7, textcoords="offset points", xytext=(4, 4))
+    a.set_xlabel("busy cores beside streamer (of %s)" % doc.get("machine", {}).get("cores", "?"))
+    a.set_ylabel("latency (ms), realtime pipeline")
+    a.legend(fontsize=7)
+    a.set_title("latency against load")
+    b.axhline(0.5, color="orange", lw=0.8, ls=":")
+    b.set_xlabel("busy cores beside streamer")
+    b.set_ylabel("RTF (model compute / audio)")
+    b.legend(fontsize=7)
+    b.set_title("compute against load")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -211,6 +211,7 @@ def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHo
         stage("warm-up")
     if device == "cpu":
         ctc.tuner = _thread_choice(ctc, config, measure=warmup)
+        release_free_memory()  # the thread-count trials' activations
         stage("threads")
     return ctc
 

@@ -34,11 +34,12 @@ LONG_PASS_PIECE_FRAMES = 50
 
 #: Thread choice at run time (streamer.model.runtime.ThreadTuner; --threads 0): every THREAD_PROBE_EVERY model
 #: steps (40 steps = 6.4 s of speech at the 160 ms hop), or as soon as the median of the latest
-#: THREAD_PROBE_STEPS steps is THREAD_SLOWDOWN times the best seen (another process took a core), run
+#: THREAD_PROBE_STEPS steps is THREAD_SLOWDOWN times the best seen (another process took a core; 1.5: a shared
+#: machine jitters by 1.3 without a busy core, two threads beside one go 2.3 times slower), run
 #: THREAD_PROBE_STEPS steps with another thread count and keep it if it is THREAD_SWITCH_MARGIN times faster.
 THREAD_PROBE_EVERY = 40
-THREAD_PROBE_STEPS = 3
-THREAD_SLOWDOWN = 1.3
+THREAD_PROBE_STEPS = 5
+THREAD_SLOWDOWN = 1.5
 THREAD_SWITCH_MARGIN = 1.1
 #: Audio of the window each thread count is timed on when a model loads (a steady window at the defaults:
 #: 160 ms hop + 750 ms left context + 320 ms look-ahead).

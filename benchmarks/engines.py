@@ -5,7 +5,7 @@ is that process's). Writes a JSON list and prints a markdown table.
 
     python benchmarks/engines.py [--json benchmarks/results/engines.json] [--engines torch,ort,compile]
 
-Needs `onnx` and `onnxruntime` (pip install onnx onnxruntime) for the ONNX rows.
+Needs `onnx` and `onnxruntime` for the ONNX rows: pip install 'streamer[engines]'.
 """
 
 from __future__ import annotations

@@ -160,3 +160,27 @@ class RecordingTyper:
 
     def backspace(self, n):
         self.calls.append(("backspace", n))
+
+
+class Recorder:
+    """An event handler that keeps every event (worker and session tests)."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+
+    def of(self, kind) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def have_demo_model() -> bool:
+    """Whether the bundled demo model is in this checkout (tests that need it skip otherwise)."""
+    from streamer.errors import ModelLoadError
+    from streamer.model import demo_model_path
+
+    try:
+        return demo_model_path().exists()
+    except ModelLoadError:
+        return False

@@ -23,17 +23,10 @@ from streamer.audio.capture import Capture
 from streamer.audio.devices import check_settings, resolve_input_device
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.cli import main
-from streamer.errors import ModelLoadError
-from streamer.model import demo_model_path
+
+from helpers import have_demo_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def have_demo_model() -> bool:
-    try:
-        return demo_model_path().exists()
-    except ModelLoadError:
-        return False
 
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]

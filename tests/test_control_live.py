@@ -30,18 +30,11 @@ import soundfile as sf
 from conftest import espeak
 from streamer.app.control import socket_path
 from streamer.cli import main
-from streamer.errors import ModelLoadError
-from streamer.model import demo_model_path
 from test_desktop_audio import desk  # noqa: F401  (the fixture: a default output beside the virtual mic)
 
+from helpers import have_demo_model
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def have_demo_model() -> bool:
-    try:
-        return demo_model_path().exists()
-    except ModelLoadError:
-        return False
 
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow,

@@ -10,23 +10,12 @@ import pytest
 from streamer.app.worker import Worker
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
-from streamer.core.events import AudioChunk, Event, FinalEvent, PartialEvent, VadEvent
+from streamer.core.events import AudioChunk, FinalEvent, PartialEvent, VadEvent
 
-from helpers import direct_finals, energy_recognizer, speech_like, utterances, wait_for
+from helpers import Recorder, direct_finals, energy_recognizer, speech_like, utterances, wait_for
 
 SR = MODEL_SAMPLE_RATE
 DEADLINE_S = 20.0
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 def test_end_utterance_gives_the_final_now_and_the_stream_goes_on():

@@ -17,21 +17,10 @@ from streamer.core.config import MODEL_SAMPLE_RATE
 from streamer.core.events import Event, FinalEvent, LevelEvent, NoticeEvent, PartialEvent, StatsEvent, VadEvent
 from streamer.errors import SinkError
 
-from helpers import direct_finals, energy_recognizer, speech_like, utterances, wait_for
+from helpers import Recorder, direct_finals, energy_recognizer, speech_like, utterances, wait_for
 
 SR = MODEL_SAMPLE_RATE
 DEADLINE_S = 20.0
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 def run_worker(worker: Worker) -> None:

@@ -25,9 +25,11 @@ def test_keeps_the_hop_on_an_idle_machine_and_lengthens_it_beside_a_busy_core():
     assert schedule.hop_frames == 8  # 160 ms
     steps(gov, 88.0, 4 * SHED_STEPS)  # base int8, two threads, idle (BENCHMARKS.md)
     assert schedule.hop_frames == 8 and gov.shed_partials == 0
-    steps(gov, 108.0, SHED_STEPS)  # one thread beside a busy core
-    assert schedule.hop_frames in (9, 10)
-    steps(gov, 108.0, 40)
+    steps(gov, 108.0, 4 * SHED_STEPS)  # one thread, idle or beside a busy core: still fits the hop
+    assert schedule.hop_frames == 8 and gov.shed_partials == 0
+    steps(gov, 150.0, SHED_STEPS)  # a slowed step that no longer fits 0.85 of the hop
+    assert schedule.hop_frames in (9, 10, 11)
+    steps(gov, 150.0, 40)
     assert gov.shed_partials >= 40 * (schedule.hop_frames / 8 - 1) - 1, "the partials not shown are counted"
     steps(gov, 400.0, 2 * SHED_STEPS)  # far too slow: at most twice the hop (catch-up merges the rest)
     assert schedule.hop_frames == 16

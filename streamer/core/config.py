@@ -55,9 +55,11 @@ SILERO_REPLAY_MS = 1024
 #: last SHED_STEPS model steps costs more than SHED_STEP_RTF of the hop, the hop is lengthened (up to
 #: SHED_MAX_HOP_FACTOR times the configured one) so a step costs SHED_STEP_RTF of it; it comes back when the
 #: steps are fast again. Fewer partials (counted as skipped), every frame still committed, finals untouched.
-#: 0.6: the base-size model on the idle 2-core CPU (88 ms per 160 ms hop) keeps its hop; beside a busy core
-#: (103-111 ms with one thread) the hop grows to 180-200 ms, keeping RTF under 0.5 and partials near 200 ms.
-SHED_STEP_RTF = 0.6
+#: 0.85: shed only when the steps (plus the VAD, stitching and final passes around them) no longer fit the
+#: hop; a longer hop makes every partial wait longer, so shedding earlier costs latency on an idle machine.
+#: (0.6 until 2026-12-07 shed partials of the base-size model on an idle CPU, whose 1-thread step is ~96-108
+#: ms per 160 ms hop: partial p50 315 ms instead of 175.)
+SHED_STEP_RTF = 0.85
 SHED_STEPS = 5
 SHED_MAX_HOP_FACTOR = 2.0
 

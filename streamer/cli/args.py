@@ -79,6 +79,9 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8 dynamic quantisation of the linear layers on CPU (default: on for models of "
                         f"{d_model.quantize_min_parameters // 1_000_000} M parameters or more, e.g. "
                         "wav2vec2-base; --quantize / --no-quantize force it)")
+    m.add_argument("--conv-bf16", action=argparse.BooleanOptionalAction, default=d_model.conv_bfloat16,
+                   help="run an int8 model's convolutional feature encoder in bfloat16 (default: on where the CPU "
+                        "has native bf16, avx512_bf16 or AMX; --no-conv-bf16 keeps it float32)")
     m.add_argument("--threads", type=positive_int, default=d_model.threads,
                    help="torch CPU threads, at most the CPUs this process may use (0: torch default)")
     m.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=d_model.reuse_features,
@@ -119,7 +122,7 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
                             final_pass_max_s=args.final_pass_max_s, final_pass_silence_ms=args.final_pass_silence_ms,
                             final_pass_early=args.final_pass_early),
         model=ModelConfig(name=model_name, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                          threads=args.threads, reuse_features=args.reuse, reuse_group_norm=args.reuse_group_norm),
+                          conv_bfloat16=args.conv_bf16, threads=args.threads, reuse_features=args.reuse, reuse_group_norm=args.reuse_group_norm),
         buffer=BufferConfig(),
     ).validate()
 

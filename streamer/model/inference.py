@@ -108,6 +108,8 @@ class CTCModel:
         self.device = device
         self.dtype = dtype
         self.quantized = quantized
+        #: The feature encoder's convolutions run in bfloat16 (streamer.model.loading.bfloat16_conv_layers).
+        self.conv_bfloat16 = False
         cfg = model.config
         fe = processor.feature_extractor
         self.sample_rate = int(getattr(fe, "sampling_rate", MODEL_SAMPLE_RATE))
@@ -162,6 +164,8 @@ class CTCModel:
     @property
     def description(self) -> str:
         kind = "int8" if self.quantized else str(self.dtype).replace("torch.", "")
+        if self.conv_bfloat16:
+            kind += ", bf16 conv"
         threads = f", {self.tuner.description}" if self.tuner is not None else ""
         return f"{self.name} ({self.parameters / 1e6:.1f} M params, {self.device}, {kind}{threads})"
 

@@ -203,8 +203,10 @@ def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHo
 
             int8cache.save(entry, model, n_parameters)
             stage("int8 cache written")
+    conv_bf16 = _wants_conv_bfloat16(config, device, quantized) and bfloat16_conv_layers(model) > 0
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters,
                    language_model_dir=find_language_model(Path(target)))
+    ctc.conv_bfloat16 = conv_bf16
     release_free_memory()  # what loading freed (the float32 weights, the file as read) leaves the resident set
     if warmup:
         ctc.warmup()
@@ -369,6 +371,41 @@ def _load_weights(target: str, where: str, processor):
     if model.config.vocab_size < len(processor.tokenizer.get_vocab()):
         raise ModelLoadError(f"{where}: the tokenizer has {vocab_size} tokens but the CTC head only {model.config.vocab_size}")
     return model.eval()
+
+
+def _wants_conv_bfloat16(config: ModelConfig, device: str, quantized: bool) -> bool:
+    """ModelConfig.conv_bfloat16 resolved: asked for, or auto on an int8 CPU model where bf16 is native."""
+    if device != "cpu" or not quantized:
+        return False
+    if config.conv_bfloat16 is not None:
+        return config.conv_bfloat16
+    from streamer.model.runtime import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
+def bfloat16_conv_layers(model) -> int:
+    """Run the convolutions of a wav2vec2-family feature encoder in bfloat16: weights stored in bf16, each
+    conv's input cast to bf16 and its output back to float32, so the norms, GELU and everything after stay
+    float32 and callers (feature reuse, long passes) see float32 as before. Returns how many were changed
+    (0: no such encoder). After the int8 cache is written, so the cache keeps the checkpoint's float32."""
+    import torch
+
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    layers = getattr(getattr(base, "feature_extractor", None), "conv_layers", None)
+    n = 0
+    for layer in layers if layers is not None else ():
+        conv = getattr(layer, "conv", None)
+        if not isinstance(conv, torch.nn.Conv1d):
+            continue
+        conv.to(torch.bfloat16)
+
+        def forward(x, conv=conv, inner=torch.nn.Conv1d.forward):
+            return inner(conv, x.to(torch.bfloat16)).float()
+
+        conv.forward = forward
+        n += 1
+    return n
 
 
 def _place(model, config: ModelConfig, device: str, dtype, n_parameters: int):

@@ -96,7 +96,8 @@ def settings(config: Config, ctc=None) -> dict:
            "norm_stats": m.norm_stats, "norm_tolerance": m.norm_tolerance, "device": m.device}
     if ctc is not None:
         out.update(device=ctc.device, reuse_mode=ctc.reuse_mode, params_m=round(ctc.parameters / 1e6, 1),
-                   precision=("int8+bf16c" if ctc.conv_bfloat16 else "int8") if ctc.quantized else str(ctc.dtype).replace("torch.", ""))
+                   precision=("int8+bf16c" if ctc.conv_bfloat16 else "int8") if ctc.quantized
+                   else str(ctc.dtype).replace("torch.", ""))
     return out
 
 

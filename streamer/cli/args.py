@@ -122,7 +122,8 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
                             final_pass_max_s=args.final_pass_max_s, final_pass_silence_ms=args.final_pass_silence_ms,
                             final_pass_early=args.final_pass_early),
         model=ModelConfig(name=model_name, device=args.device, dtype=args.dtype, quantize=args.quantize,
-                          conv_bfloat16=args.conv_bf16, threads=args.threads, reuse_features=args.reuse, reuse_group_norm=args.reuse_group_norm),
+                          conv_bfloat16=args.conv_bf16, threads=args.threads, reuse_features=args.reuse,
+                          reuse_group_norm=args.reuse_group_norm),
         buffer=BufferConfig(),
     ).validate()
 

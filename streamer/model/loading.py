@@ -403,7 +403,7 @@ def bfloat16_conv_layers(model) -> int:
         def forward(x, conv=conv, inner=torch.nn.Conv1d.forward):
             return inner(conv, x.to(torch.bfloat16)).float()
 
-        conv.forward = forward
+        conv.forward = forward  # type: ignore[method-assign]
         n += 1
     return n
 

@@ -1,9 +1,10 @@
-"""Inference engines on the same windows: torch int8 dynamic quantisation (what streamer runs), ONNX Runtime
+"""Inference engines on the same windows: torch int8 dynamic quantisation (what streamer runs: its
+convolutions in bf16 where the CPU computes bf16 natively; `torch-fp32conv` keeps them float32), ONNX Runtime
 int8 (the model exported to ONNX, its MatMuls quantised dynamically) and torch.compile of the int8 model, for
 the base-size model (random init, BENCHMARKS.md "Models"), 1 and 2 threads, one engine per process (peak RSS
 is that process's). Writes a JSON list and prints a markdown table.
 
-    python benchmarks/engines.py [--json benchmarks/results/engines.json] [--engines torch,ort,compile]
+    python benchmarks/engines.py [--json benchmarks/results/engines.json] [--engines torch,torch-fp32conv,ort,compile]
 
 Needs `onnx` and `onnxruntime` for the ONNX rows: pip install 'streamer[engines]'.
 """
@@ -65,7 +66,9 @@ def measure(engine: str, threads: int, model_dir: Path, onnx_path: Path | None) 
         from streamer.core.config import ModelConfig
         from streamer.model import load_model
 
-        ctc = load_model(ModelConfig(name=str(model_dir), threads=threads, reuse_features=False), warmup=False)
+        conv_bf16 = False if engine == "torch-fp32conv" else None  # None: auto (bf16 where the CPU has it)
+        ctc = load_model(ModelConfig(name=str(model_dir), threads=threads, reuse_features=False,
+                                     conv_bfloat16=conv_bf16), warmup=False)
         model = torch.compile(ctc.model, dynamic=False) if engine == "compile" else ctc.model
 
         def run(x):
@@ -83,7 +86,8 @@ def measure(engine: str, threads: int, model_dir: Path, onnx_path: Path | None) 
         ts.append(time.perf_counter() - t)
     from streamer.bench.memory import rss_mb
 
-    return {"engine": engine, "threads": threads, "step_ms_p50": round(float(np.median(ts)) * 1000, 1),
+    conv = "-" if engine == "ort" else ("bf16" if ctc.conv_bfloat16 else "float32")
+    return {"engine": engine, "conv": conv, "threads": threads, "step_ms_p50": round(float(np.median(ts)) * 1000, 1),
             "step_ms_p90": round(float(np.percentile(ts, 90)) * 1000, 1), "first_call_s": round(first, 2),
             "load_s": round(time.perf_counter() - t_load, 1), "peak_rss_mb": round(rss_mb()[1]),
             "loadavg": [round(v, 2) for v in os.getloadavg()], "logits_checksum": float(np.abs(ref).sum())}
@@ -91,7 +95,7 @@ def measure(engine: str, threads: int, model_dir: Path, onnx_path: Path | None) 
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--engines", default="torch,ort,compile")
+    p.add_argument("--engines", default="torch,torch-fp32conv,ort,compile")
     p.add_argument("--threads", default="1,2")
     p.add_argument("--json", default=None)
     p.add_argument("--one", nargs=2, metavar=("ENGINE", "THREADS"), help=argparse.SUPPRESS)
@@ -118,13 +122,13 @@ def main() -> int:
             except ValueError:
                 rows.append({"engine": engine, "threads": threads, "error": (r.stderr.strip().splitlines() or ["?"])[-1]})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print("| engine | threads | step ms p50 | p90 | first call s | peak RSS MB | load |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | conv | threads | step ms p50 | p90 | first call s | peak RSS MB | load |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['engine']} | {r['threads']} | failed: {r['error'][:80]} | | | | |")
+            print(f"| {r['engine']} | | {r['threads']} | failed: {r['error'][:80]} | | | | |")
         else:
-            print(f"| {r['engine']} | {r['threads']} | {r['step_ms_p50']} | {r['step_ms_p90']} | {r['first_call_s']} | "
+            print(f"| {r['engine']} | {r['conv']} | {r['threads']} | {r['step_ms_p50']} | {r['step_ms_p90']} | {r['first_call_s']} | "
                   f"{r['peak_rss_mb']} | {r['loadavg'][0]} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

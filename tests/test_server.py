@@ -267,12 +267,12 @@ def offline(model, audio: np.ndarray) -> str:
     return " ".join(reference_text(model.model, model.processor, audio).split())
 
 
-def alone(model, audio: np.ndarray) -> str:
+def alone(model, audio: np.ndarray, final_rescorer=None) -> str:
     """The same core over the same audio, no server: one Recognizer fed 100 ms chunks."""
     from streamer.core.events import AudioChunk, FinalEvent
     from streamer.core.recognizer import Recognizer
 
-    r = Recognizer(model.view(), Config())
+    r = Recognizer(model.view(), Config(), final_rescorer=final_rescorer)
     events = [e for i in range(0, len(audio), 1600) for e in r.feed(AudioChunk(i, audio[i:i + 1600], 16000))]
     return " ".join(e.text for e in events + r.finish() if isinstance(e, FinalEvent) and e.text)
 
@@ -621,9 +621,17 @@ def test_streamer_serve_process_transcribes_and_stops_on_sigterm(tmp_path, demo)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    want = alone(demo, audio)  # the served process runs the same core as a local Recognizer
+    # the served process runs the same core as a local Recognizer, with the demo model's language model on
+    # its finals by default (--decoder auto), as `streamer` does
+    from streamer.app.options import DecoderOptions
+    from streamer.server.run import served_rescorer
+
+    assert "finals: beam search" in "".join(lines)
+    rescorer = served_rescorer(DecoderOptions(), demo)
+    assert rescorer is not None
+    want = alone(demo, audio, rescorer)
     assert out["text"] == want and wy_out["text"] == want
-    assert near(want, offline(demo, audio))
+    assert near(alone(demo, audio), offline(demo, audio))
     assert proc.returncode == 0, rest
     assert "Zq9-xyzzy" not in "".join(lines) + rest  # no secrets in the log
     assert want not in rest  # nor transcripts

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replica-gpus", type=finite_float, metavar="N",
                    help="GPUs each replica reserves (default 0; fractions share a GPU; --device auto, the default, then "
                    "runs the model on it)")
+    p.add_argument("--decoder", choices=("auto", "greedy", "beam"), default="auto",
+                   help="how finals are decoded, as in `streamer` (auto: beam search with the language model the "
+                        "checkpoint ships, e.g. the demo model's; greedy: off; partials are always greedy)")
     p.add_argument("--debug", action="store_true", help="verbose logging and tracebacks")
     return p
 
@@ -104,7 +107,13 @@ def main(argv: list[str]) -> int:
     limits = Limits(max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
                     idle_timeout_s=args.idle_timeout_s, token=token)
     batch = BatchOptions(args.batch_max, args.batch_wait_ms).validate() if args.batch else None
-    options = ServeOptions(config_from_args(args, args.model), args.wyoming, args.websocket, limits, batch=batch)
+    from streamer.app.options import DecoderOptions
+    from streamer.app.run import check_decoder
+
+    decoder = DecoderOptions(kind=args.decoder)
+    check_decoder(decoder, args.model)  # --decoder beam without kenlm: one line now, not after loading
+    options = ServeOptions(config_from_args(args, args.model), args.wyoming, args.websocket, limits, batch=batch,
+                           decoder=decoder)
     if args.ray:
         return serve_on_ray(args, options)
     return serve(options)

@@ -23,12 +23,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import numpy as np
+
 from streamer.app.session import Session, SessionOptions
 from streamer.audio.push import PushSource
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE, Config
 from streamer.core.events import Event, FinalEvent, PartialEvent
-from streamer.core.recognizer import FrameModel
+from streamer.core.recognizer import FinalRescorer, FrameModel
 from streamer.errors import ConfigError
 
 log = logging.getLogger("streamer.server")
@@ -125,6 +127,20 @@ class EventBridge:
             return self._partial
 
 
+class SharedRescorer:
+    """One finals rescorer (LM beam search) for every stream of a server: calls are serialised, as one
+    pyctcdecode decoder is not documented to be safe across threads; a final waits at most for another
+    stream's beam search (tens of ms)."""
+
+    def __init__(self, inner: FinalRescorer) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def __call__(self, logits: np.ndarray) -> str:
+        with self._lock:
+            return self.inner(logits)
+
+
 class StreamError(Exception):
     """A stream that cannot go on (its pipeline failed, or it stalled): told to the client, then closed."""
 
@@ -134,7 +150,8 @@ class Stream:
     the ring instead of dropping audio, so a client faster than real time is slowed, never truncated."""
 
     def __init__(self, model: FrameModel, config: Config, executor: Executor, rate: int, width: int, channels: int,
-                 max_finals: int = 256, clock: Callable[[], float] = time.time) -> None:
+                 max_finals: int = 256, clock: Callable[[], float] = time.time,
+                 final_rescorer: FinalRescorer | None = None) -> None:
         self.bridge = EventBridge(max_finals)
         self.executor = executor
         self._stopped = False
@@ -144,7 +161,8 @@ class Stream:
             made.append(PushSource(ring, stop, rate, width, channels))
             return made[0]
 
-        self.session = Session(model, factory, SessionOptions(config), handlers=[self.bridge.handle], clock=clock)
+        self.session = Session(model, factory, SessionOptions(config), handlers=[self.bridge.handle], clock=clock,
+                               final_rescorer=final_rescorer)
         self.source: PushSource = made[0]
         self.session.start()
 

@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from streamer.errors import ConfigError
 from streamer.server.common import parse_endpoint
-from streamer.server.run import ServeOptions, Server
+from streamer.server.run import ServeOptions, Server, served_rescorer
 from streamer.server.vosk import Closed, VoskConnection, token_from
 
 log = logging.getLogger("streamer.server.ray")
@@ -163,7 +163,7 @@ class StreamerReplica:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.model = load_model(options.config.model)
         self.server = Server(self.model, options.config, options.limits, language=options.language,
-                             batch=options.batch)
+                             batch=options.batch, final_rescorer=served_rescorer(options.decoder, self.model))
         log.info("replica %s: %s loaded", self.replica, self.model.description)
 
     @app.websocket("/")

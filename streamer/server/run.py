@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from streamer.app.options import DecoderOptions
 from streamer.core.config import Config
+from streamer.core.recognizer import FinalRescorer
 from streamer.model.inference import CTCModel
 from streamer.server.batching import BatchOptions, BatchScheduler
 from streamer.server.common import Admission, Limits, Stream, parse_endpoint
@@ -36,13 +38,28 @@ class ServeOptions:
     language: str = "en"
     #: Cross-stream batching (streamer.server.batching); None: one window at a time under the model's lock.
     batch: BatchOptions | None = field(default_factory=BatchOptions)
+    #: How finals are decoded, as `streamer --decoder`: auto uses the checkpoint's own language model.
+    decoder: DecoderOptions = field(default_factory=DecoderOptions)
+
+
+def served_rescorer(decoder: DecoderOptions, model: CTCModel) -> FinalRescorer | None:
+    """The finals rescorer every stream of a server shares: LM beam search exactly as `streamer` uses it
+    (the checkpoint's language model under --decoder auto), serialised across streams; None: greedy."""
+    from streamer.app.run import final_rescorer
+    from streamer.server.common import SharedRescorer
+
+    rescorer = final_rescorer(decoder, model, None)
+    return SharedRescorer(rescorer) if rescorer is not None else None
 
 
 class Server:
     def __init__(self, model: CTCModel, config: Config, limits: Limits | None = None, *,
                  wyoming: tuple[str, int] | None = None, websocket: tuple[str, int] | None = None,
-                 language: str = "en", batch: BatchOptions | None = None) -> None:
+                 language: str = "en", batch: BatchOptions | None = None,
+                 final_rescorer: FinalRescorer | None = None) -> None:
         self.model = model
+        #: Finals of every stream go through it (None: greedy, as the windows decode).
+        self.final_rescorer = final_rescorer
         self.config = config.validate()
         self.limits = (limits or Limits()).validate()
         self.admission = Admission(self.limits)
@@ -62,7 +79,7 @@ class Server:
         """A new stream over its own view of the shared model (its own feature-reuse state)."""
         view = self.scheduler.view() if self.scheduler is not None else self.model.view()
         return Stream(view, self.config, self.executor, rate, width, channels,
-                      max_finals=self.limits.max_pending_finals)
+                      max_finals=self.limits.max_pending_finals, final_rescorer=self.final_rescorer)
 
     async def start(self) -> None:
         if self.wyoming_at is not None:
@@ -139,7 +156,7 @@ def serve(options: ServeOptions) -> int:
     limits = options.limits.validate()
     model = load_model(options.config.model)
     server = Server(model, options.config, limits, wyoming=wyoming, websocket=websocket, language=options.language,
-                    batch=options.batch)
+                    batch=options.batch, final_rescorer=served_rescorer(options.decoder, model))
 
     async def main() -> None:
         try:
@@ -149,7 +166,8 @@ def serve(options: ServeOptions) -> int:
 
             raise ConfigError(f"cannot listen: {exc.strerror or exc}", "pick another port, or stop what uses it") from exc
         print(f"streamer: serving {model.description}: {', '.join(server.endpoints())} "
-              f"(max {limits.max_sessions} sessions{', token required' if limits.token else ''}; {server.batching()})",
+              f"(max {limits.max_sessions} sessions{', token required' if limits.token else ''}; {server.batching()}; "
+              f"finals: {'beam search' if server.final_rescorer is not None else 'greedy'})",
               file=sys.stderr, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -64,7 +64,7 @@ def play(s: WhisperFinals, events: list[Event]) -> list[Event]:
     return passed
 
 
-def test_ctc_finals_are_taken_and_the_utterance_span_is_decoded_with_its_heard_silence():
+def test_ctc_finals_are_taken_and_the_utterance_span_is_decoded():
     model = StandIn([("Hello there.", 0.05)])
     s, published = stage(model, hotwords=("Quilter", "Dashwood"))
     start, end, at = int(0.5 * SR), int(2.0 * SR), int(3.0 * SR)
@@ -72,12 +72,107 @@ def test_ctc_finals_are_taken_and_the_utterance_span_is_decoded_with_its_heard_s
                       ctc_final(0, "HELLO THERE", 3.0), VadEvent(3.0, 0.0, False, 0, sample=end)])
     assert [type(e).__name__ for e in passed] == ["VadEvent", "PartialEvent", "VadEvent"]  # the CTC final is taken
     assert s.drain()
-    heard = VadConfig().heard_silence_samples()
+    heard = int(FinalModelConfig().silence_ms * SR / 1000)
     assert model.calls == [(min(at, end + heard) - start, 0.5)] and model.hotwords == "Quilter Dashwood"
     [final] = published
     assert isinstance(final, FinalEvent)
     assert (final.text, final.ctc_text, final.disagreement, final.start_s, final.end_s) == ("Hello there.", "HELLO THERE",
                                                                                            False, 0.5, 2.0)
+
+
+class Gated:
+    """A model that names the span it was given ("<samples> samples") and, for the calls listed in `hold`,
+    waits inside transcribe until released: the test decides what the worker does meanwhile."""
+
+    def __init__(self, hold=()) -> None:
+        self.config = FinalModelConfig(name="gated")
+        self.hold = set(hold)
+        self.calls: list[int] = []
+        self.entered = [threading.Event() for _ in range(4)]
+        self.release = [threading.Event() for _ in range(4)]
+
+    def transcribe(self, audio, offset_s=0.0, hotwords=None) -> FinalText:
+        n = len(self.calls)
+        self.calls.append(len(audio))
+        self.entered[n].set()
+        if n in self.hold:
+            assert self.release[n].wait(30)
+        return FinalText(f"{len(audio)} samples.", (), 0.05, 0.2)
+
+
+def feed_to(s: WhisperFinals, sample: int, pending_end: int | None) -> None:
+    """Tap audio up to `sample` in 20 ms chunks; after each chunk the worker reports the VAD's pending end."""
+    while s._history.end < sample:
+        s.audio(AudioChunk(s._history.end, np.zeros(320, np.float32), SR))
+        s.hangover(pending_end)
+
+
+def test_an_early_decode_becomes_the_final_when_the_utterance_ends_there():
+    """The decode starts during the hangover, as soon as the span's audio is here (before the VAD ends the
+    utterance); at the end it is the final: one decode, Whisper's text, the CTC text kept beside it."""
+    model = Gated()
+    s, published = stage(model)
+    start, end = int(0.3 * SR), int(2.0 * SR)
+    s.route([VadEvent(0.5, 0.0, True, 0, sample=start)])
+    feed_to(s, end - 320, None)
+    feed_to(s, end + 320, end)  # hangover: the end stands
+    assert model.entered[0].wait(10) and s.early_decodes == 1  # decoding while the VAD still waits
+    feed_to(s, end + int(0.3 * SR), end)
+    s.route([ctc_final(0, "HELLO", 2.3), VadEvent(2.3, 0.0, False, 0, sample=end)])
+    assert s.drain()
+    span = end - start + int(FinalModelConfig().silence_ms * SR / 1000)
+    assert model.calls == [span] and (s.early_used, s.decoded) == (1, 1)
+    assert [(f.text, f.ctc_text, f.start_s, f.end_s, f.audio_time_s) for f in published] == [  # type: ignore[attr-defined]
+        (f"{span} samples.", "HELLO", 0.3, 2.0, 2.3)]
+
+
+def test_an_early_decode_whose_speech_goes_on_gives_no_final():
+    """A pause shorter than the hangover: the decode queued for it is dropped (while it runs, or before it
+    ran) and publishes nothing; the utterance's real end is decoded again and is the only final."""
+    model = Gated(hold={0})
+    s, published = stage(model)
+    start, pause, end = int(0.3 * SR), int(1.0 * SR), int(2.0 * SR)
+    s.route([VadEvent(0.5, 0.0, True, 0, sample=start)])
+    feed_to(s, pause, None)
+    feed_to(s, pause + 640, pause)  # hangover after the pause: decode 0 starts and is held
+    assert model.entered[0].wait(10)
+    feed_to(s, pause + 960, pause + 480)  # a voiced frame, then a later end: decode 0's end no longer stands
+    feed_to(s, end - 320, None)  # the speech went on: nothing queued for it
+    model.release[0].set()
+    feed_to(s, end + int(0.3 * SR), end)
+    s.route([ctc_final(0, "HELLO AGAIN", 2.3), VadEvent(2.3, 0.0, False, 0, sample=end)])
+    assert s.drain()
+    silence = int(FinalModelConfig().silence_ms * SR / 1000)
+    assert [f.text for f in published] == [f"{end - start + silence} samples."]  # type: ignore[attr-defined]
+    assert s.early_decodes == 3 and s.early_used == 1 and s.decoded == 1 and s.early_wasted_s == 0.2
+    assert model.calls == [pause - start + silence, end - start + silence]  # the second early one never ran
+
+
+def test_an_utterance_ended_elsewhere_than_its_early_decode_is_decoded_again():
+    """A push-to-talk release (end_utterance) ends the utterance before the end the hangover stood for:
+    the early decode is dropped and the span the utterance really has is decoded."""
+    model = Gated()
+    s, published = stage(model)
+    start, end = int(0.3 * SR), int(2.0 * SR)
+    s.route([VadEvent(0.5, 0.0, True, 0, sample=start)])
+    feed_to(s, end + 640, end)
+    s.route([ctc_final(0, "HELLO", 2.1), VadEvent(2.1, 0.0, False, 0, sample=end - 1600)])
+    assert s.drain()
+    silence = int(FinalModelConfig().silence_ms * SR / 1000)
+    assert [f.text for f in published] == [f"{end - 1600 - start + silence} samples."]  # type: ignore[attr-defined]
+    assert s.early_used == 0 and s.decoded == 1
+
+
+def test_no_early_decode_when_early_final_passes_are_off():
+    model = Gated()
+    published: list[Event] = []
+    s = WhisperFinals(model, VadConfig(), published.extend, early=False)
+    s.start()
+    s.route([VadEvent(0.5, 0.0, True, 0, sample=0)])
+    feed_to(s, int(2.3 * SR), int(2.0 * SR))
+    assert s.early_decodes == 0 and model.calls == []
+    s.route([VadEvent(2.3, 0.0, False, 0, sample=int(2.0 * SR))])
+    assert s.drain() and len(published) == 1
 
 
 def test_no_speech_guard_and_disagreement_flag():

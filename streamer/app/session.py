@@ -67,7 +67,8 @@ class Session:
             from streamer.app.finals import WhisperFinals
 
             self.final_pass = WhisperFinals(final_model, config.vad, lambda events: self.worker.publish(events),
-                                            hotwords=final_hotwords, clock=clock)
+                                            hotwords=final_hotwords, clock=clock,
+                                            early=config.window.final_pass_early)
         self.worker = Worker(self.recognizer, self.ring, [*(s.handle for s in self.sinks), *handlers],
                              clock=clock, source_dropped=self.source.dropped_samples,
                              input_overflows=self.source.input_overflows, paused=self.paused_event,

@@ -273,6 +273,8 @@ class Worker:
             self.final_pass.audio(chunk)
         windows = self.recognizer.windows_run
         events = self._route(self.recognizer.feed(chunk))
+        if self.final_pass is not None:
+            self.final_pass.hangover(self.recognizer.pending_end_sample)
         self._core_stats = self.recognizer.stats()
         self._in_feed = 0
         if self.governor is not None and self.recognizer.windows_run > windows:

@@ -93,7 +93,10 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
     finals = session.final_pass
     extra = {} if finals is None else {"final_pass_compute_s": round(finals.compute_s, 3), "final_pass_decoded": finals.decoded,
                                        "final_pass_suppressed": finals.suppressed, "final_pass_empty": finals.empty,
-                                       "final_pass_disagreements": finals.disagreements}
+                                       "final_pass_disagreements": finals.disagreements,
+                                       "final_pass_early_decodes": finals.early_decodes,
+                                       "final_pass_early_used": finals.early_used,
+                                       "final_pass_early_wasted_s": round(finals.early_wasted_s, 3)}
     source = sources[0]
     assert source.started_at is not None
     rec = session.recognizer

@@ -156,6 +156,12 @@ class Recognizer:
     def audio_end_sample(self) -> int:
         return self._history.end
 
+    @property
+    def pending_end_sample(self) -> int | None:
+        """While an utterance is open and the VAD waits out its hangover: the sample the utterance ends at if
+        the speech does not go on (the end its VadEvent will carry); None otherwise."""
+        return self.vad.pending_end_sample if self._segment is not None else None
+
     def feed(self, chunk: AudioChunk) -> list[Event]:
         if chunk.sample_rate != self.sample_rate:
             raise ValueError(f"the core takes {self.sample_rate} Hz audio, got {chunk.sample_rate} Hz")

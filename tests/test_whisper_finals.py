@@ -361,6 +361,45 @@ def test_partials_keep_coming_while_a_final_is_decoded(models):
 
 
 @pytest.mark.slow
+def test_early_decodes_with_the_real_model(models):
+    """Two real sentences 0.3 s apart (a pause shorter than the hangover: one utterance). The decode queued
+    during that pause is dropped when the speech goes on; the one queued at the real end is the final, and
+    the finals read the same as with early decodes off. Paced in real time (7 s): a worker that reads the
+    file in large chunks passes the hangovers inside them and decodes at the end."""
+    from streamer.app.session import Session, SessionOptions
+    from streamer.audio.replay import BlockReplay, paced_blocks
+    from streamer.core.config import Config, WindowConfig
+
+    def voiced(a: np.ndarray) -> np.ndarray:  # the recording without the silence around it
+        loud = np.flatnonzero(np.abs(a) > 0.05 * np.abs(a).max())
+        return a[loud[0]:loud[-1] + 1]
+
+    gap = np.zeros(int(0.3 * SR), np.float32)
+    audio = np.concatenate([np.zeros(SR // 2, np.float32), voiced(clip("ls_test-clean_4507-16021-0012")), gap,
+                            voiced(clip("ls_test-clean_8455-210777-0068")), np.zeros(SR, np.float32)])
+    ctc, whisper = models
+    texts, counts = {}, {}
+    for early in (True, False):
+        events: list[Event] = []
+        config = Config(window=WindowConfig(final_pass_early=early))
+        pace = "realtime" if early else "fast"  # the worker reads 20 ms at a time, as from a microphone
+        session = Session(ctc, lambda ring, stop: BlockReplay(paced_blocks(audio, 320), ring, pace, stop),
+                          SessionOptions(config, catch_up=False), handlers=[events.append], final_model=whisper)
+        with session:
+            assert session.wait(300)
+        session.raise_errors()
+        finals = [e for e in events if isinstance(e, FinalEvent)]
+        texts[early] = [f.text for f in finals]
+        assert session.final_pass is not None
+        counts[early] = (session.final_pass.early_decodes, session.final_pass.early_used, len(finals))
+    assert texts[True] == texts[False] and len(texts[True]) == 1, texts
+    assert "halt" in texts[True][0].lower() and "sufficient" in texts[True][0].lower()
+    decodes, used, n = counts[True]
+    assert used == n == 1 and decodes > used, counts
+    assert counts[False][:2] == (0, 0)
+
+
+@pytest.mark.slow
 def test_a_spoken_command_matches_a_whisper_final(tmp_path):
     """A real recording of "go forward ten meters" (the demo model misreads it) runs the listed program
     through --final-model tiny.en: Whisper writes "Go forward 10 meters." and commands match without

@@ -383,7 +383,7 @@ def test_early_decodes_with_the_real_model(models):
         events: list[Event] = []
         config = Config(window=WindowConfig(final_pass_early=early))
         pace = "realtime" if early else "fast"  # the worker reads 20 ms at a time, as from a microphone
-        session = Session(ctc, lambda ring, stop: BlockReplay(paced_blocks(audio, 320), ring, pace, stop),
+        session = Session(ctc, lambda ring, stop, pace=pace: BlockReplay(paced_blocks(audio, 320), ring, pace, stop),
                           SessionOptions(config, catch_up=False), handlers=[events.append], final_model=whisper)
         with session:
             assert session.wait(300)

@@ -101,6 +101,8 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"silence after an utterance that its final pass hears (default {d_win.final_pass_silence_ms})")
     w.add_argument("--final-pass-early", action=argparse.BooleanOptionalAction, default=d_win.final_pass_early,
                    help="run the final pass during the VAD hangover, so the final is ready when it runs out")
+    w.add_argument("--final-pass-prefetch", action=argparse.BooleanOptionalAction, default=d_win.final_pass_prefetch,
+                   help="compute the final pass's conv features in pieces while the utterance is spoken")
     v = p.add_argument_group("voice activity detection")
     v.add_argument("--vad-aggressiveness", type=int, default=d_vad.aggressiveness, help=f"0..3 (default {d_vad.aggressiveness})")
     v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
@@ -120,7 +122,7 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
                       confirm=args.vad_confirm),
         window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms,
                             final_pass_max_s=args.final_pass_max_s, final_pass_silence_ms=args.final_pass_silence_ms,
-                            final_pass_early=args.final_pass_early),
+                            final_pass_early=args.final_pass_early, final_pass_prefetch=args.final_pass_prefetch),
         model=ModelConfig(name=model_name, device=args.device, dtype=args.dtype, quantize=args.quantize,
                           conv_bfloat16=args.conv_bf16, threads=args.threads, reuse_features=args.reuse,
                           reuse_group_norm=args.reuse_group_norm),

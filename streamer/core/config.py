@@ -32,6 +32,20 @@ ONEDNN_PRIMITIVE_CACHE_CAPACITY = 16
 LONG_PASS_MIN_S = 3.0
 LONG_PASS_PIECE_FRAMES = 50
 
+#: The final pass's conv features computed while the utterance is spoken (WindowConfig.final_pass_prefetch,
+#: streamer.model.passfeatures), so that at its end only the last piece and the transformer are left: the conv
+#: encoder is about half of a base-size int8 pass on one thread. Pieces of PASS_PREFETCH_PIECE_FRAMES frames
+#: (25 = 0.5 s of audio, ~40 ms of one thread for base: short enough not to hold a partial back), from
+#: PASS_PREFETCH_MIN_S of utterance audio on (the statistics of a shorter start move too much; a pass that
+#: short is cheap anyway). The pieces are normalised with statistics held from the audio so far (input
+#: mean / scale, and a group-norm encoder's first-layer statistics); the pass uses them only while the whole
+#: utterance's statistics are within PASS_PREFETCH_TOLERANCE of them (relative drift, as
+#: ModelConfig.norm_tolerance), else it runs whole as before. The held statistics are taken again (and the
+#: pieces recomputed) when the running ones drift further during the utterance.
+PASS_PREFETCH_PIECE_FRAMES = 25
+PASS_PREFETCH_MIN_S = 1.0
+PASS_PREFETCH_TOLERANCE = 0.05
+
 #: Thread choice at run time (streamer.model.runtime.ThreadTuner; --threads 0): every THREAD_PROBE_EVERY model
 #: steps (40 steps = 6.4 s of speech at the 160 ms hop), or as soon as the median of the latest
 #: THREAD_PROBE_STEPS steps is THREAD_SLOWDOWN times the best seen (another process took a core; 1.5: a shared
@@ -172,6 +186,10 @@ class WindowConfig:
     #: complete, instead of when the hangover has run out: the final is ready when the VAD ends the
     #: utterance. A pause the speech goes on after costs one pass that is thrown away (counted).
     final_pass_early: bool = True
+    #: Compute the final pass's conv features piece by piece while the utterance is spoken, where the model
+    #: can (streamer.model.passfeatures; thresholds PASS_PREFETCH_* above): the pass that ends it then runs
+    #: its transformer and only the last piece, and fits the hangover on one thread beside a busy core.
+    final_pass_prefetch: bool = True
 
     def validate(self) -> None:
         check_finite(self)

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -52,6 +52,17 @@ class FrameModel(Protocol):
         """Logits [frames, vocab] for audio starting at absolute sample `start_sample` (a multiple of the
         stride; lets a model reuse work across overlapping windows; None: no reuse)."""
         ...
+
+
+class PassPrefetchModel(Protocol):
+    """What a model may add to FrameModel to compute part of an utterance's final pass while it is spoken
+    (WindowConfig.final_pass_prefetch; streamer.model.passfeatures): `prepare_pass` is given the utterance's
+    audio so far, from its first frame at absolute sample `start_sample`, once per VAD frame of audio;
+    `pass_logits` is the final pass over the utterance (what `logits(audio)` gives, on that work)."""
+
+    def prepare_pass(self, audio: np.ndarray, start_sample: int) -> None: ...
+
+    def pass_logits(self, audio: np.ndarray, start_sample: int) -> np.ndarray: ...
 
 
 #: Optional final-text decoder (beam search, hotwords): committed frame log-probabilities of one utterance
@@ -150,6 +161,11 @@ class Recognizer:
         #: pause the speech went on after: their compute is the price of the early finals).
         self.early_passes = 0
         self.early_passes_used = 0
+        #: The model's part of the final pass computed while the utterance is spoken (None: off, or a model
+        #: without it).
+        self._prefetch: PassPrefetchModel | None = None
+        if self.config.window.final_pass_prefetch and hasattr(model, "prepare_pass") and hasattr(model, "pass_logits"):
+            self._prefetch = cast(PassPrefetchModel, model)
 
     # -- public API ----------------------------------------------------------------------------------------
     @property
@@ -177,6 +193,7 @@ class Recognizer:
                     events.extend(self._run_windows(at, final=False))
                 events.extend(self._apply(boundary, at))
             if self._segment is not None:
+                self._prefetch_pass(at)
                 self._maybe_early_pass(at)
             if self._interleave and self._segment is not None and not self._held():
                 events.extend(self._run_windows(at, final=False))
@@ -364,9 +381,26 @@ class Recognizer:
         audio = self._history.get(start, min(available, end_sample + self._pass_silence_samples))
         return audio if self.geometry.frames_in(len(audio)) > 0 else None
 
+    def _prefetch_pass(self, at: int) -> None:
+        """Give the model the open utterance's audio up to sample `at` to compute part of its final pass
+        (PassPrefetchModel): called once per VAD frame, so what it computes depends on the audio alone."""
+        seg, prefetch = self._segment, self._prefetch
+        if prefetch is None or seg is None or self._held() or not self._full_pass_possible(seg, at):
+            return
+        start = self.geometry.frame_start_sample(seg.first_frame)
+        if start < self._history.start or at <= start:
+            return
+        t0 = time.perf_counter()
+        prefetch.prepare_pass(self._history.get(start, at), start)
+        self.compute_s += time.perf_counter() - t0
+
     def _pass_logits(self, seg: _Segment, audio: np.ndarray) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
-        logits = self.model.logits(audio, None)[:self.geometry.frames_in(len(audio))]
+        if self._prefetch is not None:
+            raw = self._prefetch.pass_logits(audio, self.geometry.frame_start_sample(seg.first_frame))
+        else:
+            raw = self.model.logits(audio, None)
+        logits = raw[:self.geometry.frames_in(len(audio))]
         elapsed = time.perf_counter() - t0
         self.compute_s += elapsed
         self._last_step_ms = elapsed * 1000

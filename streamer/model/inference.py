@@ -18,6 +18,7 @@ from streamer.core.config import LONG_PASS_MIN_S, MODEL_SAMPLE_RATE, ModelConfig
 from streamer.core.decoding import Vocabulary
 from streamer.core.windowing import FrameGeometry
 from streamer.errors import ModelLoadError
+from streamer.model.passfeatures import PassFeatures
 from streamer.model.reuse import NORM_EPS, FeatureReuse, NormStats, ReuseCounters, ReuseStep
 from streamer.model.runtime import ThreadTuner, release_free_memory
 
@@ -137,6 +138,8 @@ class CTCModel:
         #: Long single passes (the final pass) compute the conv features piece by piece (less peak memory).
         self._pieces = PieceEncoder.for_model(model, self.geometry)
         self._long_pass_samples = int(LONG_PASS_MIN_S * self.sample_rate)
+        #: The final pass's conv features computed while the utterance is spoken (None: an encoder that is not local).
+        self.passes = PassFeatures(self, self._pieces) if self._pieces is not None else None
         #: The thread choice on CPU (set by load_model; None: torch's own setting).
         self.tuner: ThreadTuner | None = None
 
@@ -205,6 +208,42 @@ class CTCModel:
     def reset(self) -> None:
         """Forget cached features and statistics (the next window starts a new utterance)."""
         self.reuse.reset()
+        if self.passes is not None:
+            self.passes.reset()
+
+    def prepare_pass(self, audio: np.ndarray, start_sample: int) -> None:
+        """The open utterance's audio so far (from absolute sample `start_sample`, its first frame): compute
+        the next piece of its final pass's conv features once its audio is there (streamer.model.passfeatures)."""
+        with self.lock:
+            self.prepare_pass_with(self.passes, audio, start_sample)
+
+    def pass_logits(self, audio: np.ndarray, start_sample: int) -> np.ndarray:
+        """The final pass over an utterance (from absolute sample `start_sample`): `logits(audio)`, on the
+        features `prepare_pass` computed where they hold."""
+        with self.lock:
+            return self.pass_logits_with(self.passes, self.reuse, audio, start_sample)
+
+    def prepare_pass_with(self, passes: PassFeatures | None, audio: np.ndarray, start_sample: int) -> None:
+        """`prepare_pass` with one stream's state; the caller holds `lock`."""
+        if passes is None:
+            return
+        if self.tuner is not None:
+            self.tuner.apply()
+        passes.prepare(np.asarray(audio, dtype=np.float32), start_sample)
+
+    def pass_logits_with(self, passes: PassFeatures | None, reuse: FeatureReuse, audio: np.ndarray,
+                         start_sample: int) -> np.ndarray:
+        """`pass_logits` with one stream's state; the caller holds `lock`."""
+        if passes is None:
+            return self.logits_with(reuse, audio, None)
+        if self.tuner is not None:
+            self.tuner.apply()
+        t0 = time.perf_counter()
+        reuse.last_stats = None
+        out = passes.logits(np.asarray(audio, dtype=np.float32), start_sample)
+        reuse.plain_pass_done()
+        self._count(1, time.perf_counter() - t0)
+        return out
 
     def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
         """Logits [frames, vocab] (float32) for one window of 16 kHz mono audio starting at absolute sample
@@ -342,6 +381,7 @@ class ModelView:
         self.vocabulary = ctc.vocabulary
         self.sample_rate = ctc.sample_rate
         self.reuse = ctc.reuse.fork()
+        self.passes = PassFeatures(ctc, ctc._pieces) if ctc._pieces is not None else None
 
     @property
     def description(self) -> str:
@@ -358,6 +398,18 @@ class ModelView:
     def reset(self) -> None:
         """Forget this stream's cached features (the next window starts a new utterance)."""
         self.reuse.reset()
+        if self.passes is not None:
+            self.passes.reset()
+
+    def prepare_pass(self, audio: np.ndarray, start_sample: int) -> None:
+        """CTCModel.prepare_pass for this stream."""
+        with self.ctc.lock:
+            self.ctc.prepare_pass_with(self.passes, audio, start_sample)
+
+    def pass_logits(self, audio: np.ndarray, start_sample: int) -> np.ndarray:
+        """CTCModel.pass_logits for this stream (under the model's lock, never batched: one long pass)."""
+        with self.ctc.lock:
+            return self.ctc.pass_logits_with(self.passes, self.reuse, audio, start_sample)
 
     def logits(self, audio: np.ndarray, start_sample: int | None = None) -> np.ndarray:
         """This stream's window: under the model's lock, or (with a scheduler) batched with other streams'

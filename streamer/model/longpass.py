@@ -53,26 +53,52 @@ class PieceEncoder:
 
         g = self.geometry
         frames = g.frames_in(x.shape[-1])
-        first = self._first
         held = None
         if self.kind == "group norm":
             held = self._group_stats(x, piece_frames)
-        pieces = []
+        pieces = [self.piece(x, f0, min(frames, f0 + piece_frames), held) for f0 in range(0, frames, piece_frames)]
+        return torch.cat(pieces, dim=-1)
+
+    def piece(self, x, f0: int, f1: int, held=None):
+        """Conv features [1, channels, f1 - f0] of frames [f0, f1) of x [1, samples] (frame k starts at sample
+        k x stride); `held`: the group-norm statistics to normalise with (a group-norm encoder needs them)."""
+        g = self.geometry
+        first = self._first
         gn_layer = first.layer_norm if held is not None else None
         if held is not None:
             wrapper = _held_group_norm(self._gn)
             wrapper.held = held
             first.layer_norm = wrapper
         try:
-            for f0 in range(0, frames, piece_frames):
-                f1 = min(frames, f0 + piece_frames)
-                s0 = f0 * g.stride_samples
-                s1 = (f1 - 1) * g.stride_samples + g.receptive_field_samples
-                pieces.append(self.inner(x[..., s0:s1])[..., : f1 - f0])
+            s0 = f0 * g.stride_samples
+            s1 = (f1 - 1) * g.stride_samples + g.receptive_field_samples
+            return self.inner(x[..., s0:s1])[..., : f1 - f0]
         finally:
             if gn_layer is not None:
                 first.layer_norm = gn_layer
-        return torch.cat(pieces, dim=-1)
+
+    def group_sums(self, x, step0: int, step1: int):
+        """Per-group sums of the first conv layer's output and of its square over its steps [step0, step1)
+        of x [1, samples], in float64: what group-norm statistics over any stretch of steps add up from."""
+        import torch
+
+        conv = self._first.conv
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        groups = self._gn.num_groups
+        if step1 <= step0:
+            zero = torch.zeros(groups, dtype=torch.float64)
+            return zero, zero.clone()
+        h = conv(x[:, None, step0 * stride:(step1 - 1) * stride + kernel]).double().reshape(groups, -1)
+        return h.sum(dim=1), (h * h).sum(dim=1)
+
+    def conv_steps(self, n_samples: int) -> int:
+        """Steps of the first conv layer over n samples."""
+        conv = self._first.conv
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        return max(0, (n_samples - kernel) // stride + 1)
+
+    def channels_per_group(self) -> int:
+        return int(self._first.conv.out_channels // self._gn.num_groups)
 
     @property
     def _first(self):

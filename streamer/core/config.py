@@ -44,7 +44,7 @@ LONG_PASS_PIECE_FRAMES = 50
 #: pieces recomputed) when the running ones drift further during the utterance.
 PASS_PREFETCH_PIECE_FRAMES = 25
 PASS_PREFETCH_MIN_S = 1.0
-PASS_PREFETCH_TOLERANCE = 0.05
+PASS_PREFETCH_TOLERANCE = 0.1
 
 #: Thread choice at run time (streamer.model.runtime.ThreadTuner; --threads 0): every THREAD_PROBE_EVERY model
 #: steps (40 steps = 6.4 s of speech at the 160 ms hop), or as soon as the median of the latest

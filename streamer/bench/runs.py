@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -63,6 +63,21 @@ def _reset(model) -> None:
         model.reset()
 
 
+def _pass_counters(model):
+    """A copy of the model's final-pass prefetch counters (streamer.model.passfeatures), None without them."""
+    passes = getattr(model, "passes", None)
+    return replace(passes.counters) if passes is not None else None
+
+
+def _pieces_share(model, before) -> dict:
+    """The share of the final passes' conv frames that came from pieces since `before` (_pass_counters)."""
+    after = _pass_counters(model)
+    if after is None or before is None or after.frames == before.frames:
+        return {}
+    return {"final_pass_frames_from_pieces": round((after.frames_prefetched - before.frames_prefetched)
+                                                   / (after.frames - before.frames), 3)}
+
+
 def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS, final_model=None) -> RunResult:
     """The application's own Session, fed by a paced replay of `audio` in capture-sized blocks (with
     `final_model`: the Whisper final pass, streamer.app.finals)."""
@@ -84,6 +99,7 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
 
     session = Session(model, paced, SessionOptions(config, catch_up=True), handlers=[collect], clock=clock,
                       final_model=final_model)
+    pieces_before = _pass_counters(model)
     cpu0, w0 = time.process_time(), clock()
     with session:
         while not session.wait(0.25):
@@ -106,7 +122,7 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
     return RunResult("realtime", events, source.started_at, len(audio) / MODEL_SAMPLE_RATE, wall, rec.compute_s,
                      cpu, rec.windows_run, session.dropped_samples(), max_lag[0], _peak_rss_mb(),
                      {"source_late_max_ms": round(source.late_s * 1000, 1), "skipped_partials": rec.skipped_partials + shed,
-                      "hop_ms_end": hop_ms, **extra})
+                      "hop_ms_end": hop_ms, **extra, **_pieces_share(model, pieces_before)})
 
 
 def run_unaware(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
@@ -140,6 +156,7 @@ def run_simulated(model, config: Config, audio: np.ndarray, block_ms: int = BLOC
         return state["v"] + (now() - state["p"])
 
     rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops)
+    pieces_before = _pass_counters(model)
     events: list[Event] = []
     n = len(audio)
     pos, free_at, max_lag = 0, 0.0, 0.0
@@ -159,7 +176,7 @@ def run_simulated(model, config: Config, audio: np.ndarray, block_ms: int = BLOC
     wall, cpu = time.perf_counter() - w0, time.process_time() - cpu0
     mode = "simulated-cpu" if cpu_clock else "simulated"
     return RunResult(mode, events, 0.0, n / MODEL_SAMPLE_RATE, wall, rec.compute_s, cpu, rec.windows_run,
-                     0, max_lag, _peak_rss_mb())
+                     0, max_lag, _peak_rss_mb(), _pieces_share(model, pieces_before))
 
 
 RUNNERS = {"realtime": run_realtime, "unaware": run_unaware, "simulated": run_simulated,

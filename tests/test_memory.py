@@ -89,3 +89,30 @@ def test_long_pass_in_pieces_equals_one_pass(tmp_path, family):
     assert pieces.shape == whole.shape
     np.testing.assert_allclose(pieces, whole, atol=1e-4)
     assert (pieces.argmax(-1) == whole.argmax(-1)).all()
+
+
+def test_weight_norm_is_folded_once_with_the_same_logits(tmp_path, cache):
+    """The positional convolution's weight norm is computed once at load (not at every window): nothing
+    parametrised is left, and the logits equal the checkpoint's as transformers runs it (int8 from the
+    checkpoint, int8 from the cache, float32)."""
+    import torch
+    from torch.nn.utils import parametrize
+    from transformers import AutoModelForCTC
+
+    from streamer.model.loading import fold_weight_norm
+
+    folder = make_tiny_ctc_folder(tmp_path / "tiny", "base", seed=1)
+    x = _audio(1.3)
+    for quantize in (False, True, True):  # the second int8 load comes from the cache
+        ctc = _load(folder, quantize=quantize, reuse_features=False)
+        assert not any(parametrize.is_parametrized(m) for m in ctc.model.modules())
+        reference = AutoModelForCTC.from_pretrained(str(folder)).eval()
+        if quantize:
+            reference = torch.ao.quantization.quantize_dynamic(reference, {torch.nn.Linear}, dtype=torch.qint8)
+        assert parametrize.is_parametrized(reference.wav2vec2.encoder.pos_conv_embed.conv)
+        with torch.inference_mode():
+            expected = reference(torch.from_numpy(ctc.normalize(x))[None]).logits[0].numpy()
+        np.testing.assert_array_equal(ctc.logits(x), expected)
+        assert fold_weight_norm(reference) == 1
+        with torch.inference_mode():
+            np.testing.assert_array_equal(reference(torch.from_numpy(ctc.normalize(x))[None]).logits[0].numpy(), expected)

@@ -203,6 +203,7 @@ def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHo
 
             int8cache.save(entry, model, n_parameters)
             stage("int8 cache written")
+    fold_weight_norm(model)  # after the int8 copy was saved: the cache keeps the checkpoint's layout
     conv_bf16 = _wants_conv_bfloat16(config, device, quantized) and bfloat16_conv_layers(model) > 0
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters,
                    language_model_dir=find_language_model(Path(target)))
@@ -406,6 +407,23 @@ def bfloat16_conv_layers(model) -> int:
         conv.forward = forward  # type: ignore[method-assign]
         n += 1
     return n
+
+
+def fold_weight_norm(model) -> int:
+    """Compute each weight-normed weight (wav2vec2's positional convolution: 768 x 48 x 128 float32, 19 MB)
+    once, in place of the parametrisation that recomputed it from its direction and length at every forward
+    pass: the same weight, without a fresh 19 MB tensor and its computation at every window. Returns how many
+    were folded."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    folded = 0
+    with torch.no_grad():
+        for module in list(model.modules()):
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+                folded += 1
+    return folded
 
 
 def _place(model, config: ModelConfig, device: str, dtype, n_parameters: int):

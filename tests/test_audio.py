@@ -1,5 +1,7 @@
 """Resampling, ring buffer and audio files: the bookkeeping that must never lose or duplicate a sample."""
 
+import time
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -120,3 +122,42 @@ def test_bad_files_are_one_line_errors(tmp_path):
         probe(empty)
     with pytest.raises(AudioFileError, match="folder"):
         probe(tmp_path)
+
+
+def test_ring_buffer_reader_waiting_for_min_samples_is_woken_only_when_they_are_there():
+    """A reader asking for at least N samples is not woken by writes that leave fewer (the worker in silence:
+    one wake-up per IDLE_READ_MS, not one per capture block); close still wakes it at once."""
+    import threading
+
+    ring = RingBuffer(10_000)
+    notified = []
+    notify_all = ring._cond.notify_all
+    ring._cond.notify_all = lambda: (notified.append(ring.unread()), notify_all())  # type: ignore[method-assign]
+    got = []
+
+    def read() -> None:
+        got.append(ring.read(timeout=30, min_samples=1000))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while ring._want != 1000:  # the reader is waiting
+        assert time.monotonic() < deadline, "the reader never waited"
+        time.sleep(0.001)
+    for i in range(3):
+        ring.write(np.full(320, i, np.float32))
+    assert notified == [] and reader.is_alive()  # 960 < 1000: nobody woken
+    ring.write(np.full(320, 3, np.float32))
+    reader.join(10)
+    assert notified[0] == 1280  # (then the reader's own notify, for a blocked writer)
+    assert len(got) == 1 and len(got[0].samples) == 1280 and got[0].start_sample == 0
+    # close wakes a reader that asked for more than will ever come
+    reader = threading.Thread(target=read)
+    reader.start()
+    while ring._want != 1000:
+        assert time.monotonic() < deadline, "the reader never waited"
+        time.sleep(0.001)
+    ring.write(np.zeros(10, np.float32))
+    ring.close()
+    reader.join(10)
+    assert not reader.is_alive() and len(got[1].samples) == 10

@@ -195,3 +195,32 @@ def test_level_events_follow_the_worker_clock():
         else:  # one per block read, the last one for the end of the stream
             assert levels[-1].audio_time_s == pytest.approx(3.0)
             assert [e.audio_time_s for e in levels] == sorted({e.audio_time_s for e in levels})
+
+
+def test_in_silence_the_worker_reads_idle_sized_chunks_and_every_block_in_speech():
+    """Fewer wake-ups in silence (idle CPU): while no utterance is open the worker waits for IDLE_READ_MS of
+    audio, in speech it takes every capture block as it comes (no latency added); the finals are the same."""
+    from streamer.audio.replay import BlockReplay, paced_blocks
+    from streamer.core.config import IDLE_READ_MS
+
+    block = SR // 50  # 20 ms, as a microphone delivers it
+    audio = np.concatenate([np.zeros(SR // 2, np.float32), speech_like(3, 1.0), np.zeros(SR, np.float32)])
+    expected = direct_finals(audio)
+    assert len(expected) == 1 and expected[0]
+    ring = RingBuffer(len(audio))
+    recognizer = energy_recognizer()
+    fed: list[tuple[bool, int]] = []  # (idle before the chunk, its length)
+    feed = recognizer.feed
+    recognizer.feed = lambda chunk: (fed.append((recognizer.idle, len(chunk.samples))), feed(chunk))[1]
+    rec = Recorder()
+    worker = Worker(recognizer, ring, [rec])
+    source = BlockReplay(paced_blocks(audio, block), ring, "realtime", threading.Event())
+    worker.start()
+    source.start()
+    assert worker.finished.wait(DEADLINE_S) and worker.error is None
+    assert [e.text for e in rec.of(FinalEvent)] == expected
+    idle = [n for was_idle, n in fed[:-1] if was_idle]  # (the last chunk: whatever was left at the close)
+    busy = [n for was_idle, n in fed if not was_idle]
+    assert idle and busy
+    assert min(idle) >= IDLE_READ_MS * SR // 1000 - block, idle  # a read lands between two blocks at most
+    assert np.median(busy) == block, busy

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamer.audio.ringbuffer import RingBuffer
-from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.core.config import IDLE_READ_MS, MODEL_SAMPLE_RATE
 from streamer.core.events import AudioChunk, Event, LevelEvent, NoticeEvent, StatsEvent
 from streamer.core.recognizer import Recognizer
 from streamer.core.windowing import WindowSchedule
@@ -247,7 +247,7 @@ class Worker:
         try:
             while True:
                 self._switch_due(self.recognizer.audio_end_sample)  # a pause asked for at what was already fed
-                chunk = self.ring.read(timeout=READ_TIMEOUT_S)
+                chunk = self.ring.read(timeout=READ_TIMEOUT_S, min_samples=self._min_read())
                 if len(chunk.samples):
                     self._feed_switched(chunk)
                     if self.clock() - self._last_stats >= STATS_INTERVAL_S:
@@ -263,6 +263,13 @@ class Worker:
         finally:
             with self._publish_lock:  # the ticker publishes nothing after the last events
                 self.finished.set()
+
+    def _min_read(self) -> int:
+        """Samples to wait for before reading: IDLE_READ_MS of them while no utterance is open (fewer
+        wake-ups in silence), else every block as it comes."""
+        if getattr(self.recognizer, "idle", False):
+            return IDLE_READ_MS * MODEL_SAMPLE_RATE // 1000
+        return 1
 
     def _feed(self, chunk: AudioChunk) -> None:
         if self._feeding_paused:

@@ -45,6 +45,9 @@ class RingBuffer:
         self.gaps: list[Gap] = []  # appended by the writer only; read by index
         self._cond = threading.Condition()
         self._woken = False
+        #: Unread samples the waiting reader asked for (`read(min_samples=...)`): writes that leave fewer do
+        #: not wake it (in silence the worker reads several capture blocks at once: fewer thread wake-ups).
+        self._want = 1
 
     # -- writer side -------------------------------------------------------------------------------------
     def write(self, samples: np.ndarray, block: bool = False, timeout: float | None = None) -> int:
@@ -66,7 +69,7 @@ class RingBuffer:
                     piece = samples[offset : offset + room]
                     self._store(piece)
                     offset += len(piece)
-                    self._cond.notify_all()
+                    self._notify_reader()
                 return 0
             dropped = max(0, (self._write_pos - self._read_pos) + len(samples) - self.capacity)
             if len(samples) > self.capacity:  # only the newest capacity samples can be kept
@@ -76,8 +79,13 @@ class RingBuffer:
             if self._read_pos < self._write_pos - self.capacity:
                 self._read_pos = self._write_pos - self.capacity
             self.dropped_samples += dropped
-            self._cond.notify_all()
+            self._notify_reader()
         return dropped
+
+    def _notify_reader(self) -> None:
+        """Wake the reader once it has what it waits for (the caller holds the condition)."""
+        if self._write_pos - self._read_pos >= self._want:
+            self._cond.notify_all()
 
     def record_gap(self, samples: int, reason: str) -> Gap:
         """Audio that never arrived (counted apart from `dropped_samples`)."""
@@ -128,12 +136,18 @@ class RingBuffer:
         with self._cond:
             return self._write_pos - self._read_pos
 
-    def read(self, max_samples: int | None = None, timeout: float | None = None) -> AudioChunk:
-        """Wait for unread audio (or close), then return it as a chunk and mark it read. The chunk's start
-        may jump forward past audio that was dropped. An empty chunk means closed (or timeout)."""
+    def read(self, max_samples: int | None = None, timeout: float | None = None, min_samples: int = 1) -> AudioChunk:
+        """Wait for unread audio (at least `min_samples` of it, or close, `wake` or the timeout: then what
+        there is), then return it as a chunk and mark it read. The chunk's start may jump forward past audio
+        that was dropped. An empty chunk means closed (or timeout)."""
         with self._cond:
-            if self._write_pos == self._read_pos and not self._closed and not self._woken:
-                self._cond.wait(timeout=timeout)
+            want = max(1, min_samples)
+            if self._write_pos - self._read_pos < want and not self._closed and not self._woken:
+                self._want = want
+                try:
+                    self._cond.wait(timeout=timeout)
+                finally:
+                    self._want = 1
             self._woken = False
             start = self._read_pos
             end = self._write_pos if max_samples is None else min(self._write_pos, start + max_samples)

@@ -26,6 +26,12 @@ OMP_WAIT_POLICY = "PASSIVE"
 #: 16 holds the lengths of the steady windows, the start of an utterance and the catch-up windows.
 ONEDNN_PRIMITIVE_CACHE_CAPACITY = 16
 
+#: In silence (no utterance open) the worker reads the ring buffer when this much audio is there, not at every
+#: 20 ms capture block: a thread wake-up costs more CPU than the VAD's work on a block (idle CPU, BENCHMARKS.md).
+#: 80 ms delays no first partial: speech is detected 90 ms after it starts (onset_voiced_ms) and the first
+#: window needs 180 ms of it (hop + look-ahead - preroll); the level meter still updates 12 times a second.
+IDLE_READ_MS = 80
+
 #: Inputs at least this long (the final pass over a whole utterance) go through the conv feature encoder in
 #: pieces of LONG_PASS_PIECE_FRAMES frames (streamer.model.longpass): one 20 s pass of the base-size model
 #: otherwise peaks 390 MB above the model, the largest part of the CLI's memory. 50 frames = 1 s of audio.

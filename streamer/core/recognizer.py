@@ -178,6 +178,12 @@ class Recognizer:
         the speech does not go on (the end its VadEvent will carry); None otherwise."""
         return self.vad.pending_end_sample if self._segment is not None else None
 
+    @property
+    def idle(self) -> bool:
+        """No utterance is open: until the VAD hears speech, audio only goes through the VAD (the worker
+        may then feed it in larger chunks)."""
+        return self._segment is None
+
     def feed(self, chunk: AudioChunk) -> list[Event]:
         if chunk.sample_rate != self.sample_rate:
             raise ValueError(f"the core takes {self.sample_rate} Hz audio, got {chunk.sample_rate} Hz")

@@ -203,3 +203,31 @@ def test_each_stream_has_its_own_pieces(tiny):
     assert a.passes.counters.pieces > 0 and b.passes.counters.pieces == 0
     whole = tiny.forward(tiny.normalize(audio))
     np.testing.assert_allclose(b.pass_logits(audio, 0), whole, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_frames_no_piece_has_are_computed_a_long_pass_piece_at_a_time(tiny):
+    """A pass over much more audio than was prepared: the frames without a piece go through the conv encoder
+    LONG_PASS_PIECE_FRAMES at a time (one call over all of them set the CLI's peak memory, ~90 MB more)."""
+    from streamer.core.config import LONG_PASS_PIECE_FRAMES
+
+    audio = _audio(6.0, seed=4)
+    passes = tiny.passes
+    tolerance, piece = passes.tolerance, passes.encoder.piece
+    calls: list[int] = []
+
+    def spy(x, f0, f1, held=None):
+        calls.append(f1 - f0)
+        return piece(x, f0, f1, held)
+
+    try:
+        passes.tolerance = 10.0  # the prepared pieces are used whatever the statistics
+        tiny.reset()
+        _prepared(tiny, audio[:int(1.5 * SR)])
+        passes.encoder.piece = spy
+        got = tiny.pass_logits(audio, 0)
+    finally:
+        passes.tolerance = tolerance
+        del passes.encoder.piece
+    assert sum(calls) >= 3 * LONG_PASS_PIECE_FRAMES and max(calls) <= LONG_PASS_PIECE_FRAMES, calls
+    assert got.shape == tiny.forward(tiny.normalize(audio)).shape

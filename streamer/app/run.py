@@ -367,6 +367,9 @@ def _run_session(opts: RunOptions, source: SourceFactory, header: str, catch_up:
     session = Session(ctc, source, SessionOptions(config, catch_up=catch_up), sinks=sinks,
                       final_rescorer=final_rescorer(opts.decoder, ctc, desktop, final_model is not None),
                       final_model=final_model, final_hotwords=opts.decoder.hotwords)
+    from streamer.model.runtime import release_free_memory
+
+    release_free_memory()  # what building the session freed (Silero's ONNX Runtime session: ~8 MB)
     ui = None
     if opts.tui:
         from streamer.ui import CaptionUI

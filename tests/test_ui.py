@@ -369,3 +369,22 @@ def test_footer_shows_the_thread_count_the_model_runs_with():
     assert not any("threads" in line for line in screen(state, 100, 20))
     state.apply(StatsEvent(4.0, 1004.0, 0.2, 35.0, 0.02, 0, 0, 4.0, threads=1))
     assert any("threads 1" in line for line in screen(state, 100, 20))
+
+
+def test_the_screen_is_lively_while_captions_move_and_calm_in_room_tone():
+    """The redraw rate follows `LiveState.lively`: fast in speech and for a moment after a caption change,
+    slow when only the level meter moves (room tone), so an idle screen costs little CPU."""
+    state = LiveState("demo", "mic")
+    now = time.monotonic()
+    assert not state.lively(now, 1.0)
+    for i in range(20):  # room tone: only levels
+        state.apply(LevelEvent(0.02 * i, 0.02 * i, -60.0, -50.0))
+    assert not state.lively(time.monotonic(), 1.0), "the meter alone does not make the screen lively"
+    state.apply(VadEvent(0.5, 0.5, True, 0))
+    assert state.lively(time.monotonic() + 60, 1.0), "speech keeps it lively however long it lasts"
+    state.apply(VadEvent(0.9, 0.9, False, 0))
+    t = time.monotonic()
+    assert state.lively(t, 1.0) and not state.lively(t + 1.5, 1.0)
+    lanes = LiveState("demo", "mic", ("you", "desktop"))
+    lanes.apply_lane("desktop", VadEvent(0.5, 0.5, True, 0))
+    assert lanes.lively(time.monotonic() + 60, 1.0), "speech in any lane"

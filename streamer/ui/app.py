@@ -1,11 +1,11 @@
-"""The live caption screen: Rich `Live` on its own refresh thread pulls a fresh snapshot of the state at a
-steady rate; the main thread reads keys. The worker only calls `handle()`, which takes a lock for a moment.
+"""The live caption screen: the main thread reads keys and redraws (Rich `Live`) from a fresh snapshot of
+the state, 12 times a second while captions move and 4 in silence. The worker only calls `handle()`, which takes a lock for a moment.
 
 Threads and who owns what:
 - worker thread: `CaptionUI.handle(event)` -> `LiveState.apply` (under the state's lock);
 - desktop-output thread: `CaptionUI.notify(message)` -> `LiveState.notice` (same lock);
-- Rich's refresh thread: `render(state.snapshot())`;
-- main thread: `CaptionUI.run()`: the terminal (alternate screen, cbreak mode), keys, pause/clear/quit.
+- main thread: `CaptionUI.run()`: the terminal (alternate screen, cbreak mode), keys, pause/clear/quit, and
+  the redraws `render(state.snapshot())`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from streamer.core.events import Event
 from streamer.ui.state import LiveState
 from streamer.ui.view import render
 
-#: Screen refreshes per second: smooth meter, negligible CPU.
+#: Screen refreshes per second while captions move (speech, or a change within LIVELY_HOLD_S): smooth text
+#: and meter. In silence the screen refreshes IDLE_REFRESH_PER_SECOND times (the meter still moves): a redraw
+#: costs ~1.5 ms of CPU, so 12 a second in room tone were ~2% of a core (BENCHMARKS.md, issue 32).
 REFRESH_PER_SECOND = 12
-#: How often the main thread checks for keys, quit and the end of the stream.
-KEY_POLL_S = 0.05
+IDLE_REFRESH_PER_SECOND = 4
+LIVELY_HOLD_S = 1.0
 #: After quit, keep the screen up this long at most for the worker to flush the pending segment as a final.
 FINISH_WAIT_S = 3.0
 
@@ -139,13 +141,20 @@ class CaptionUI:
 
         console = self.console or Console()
         try:
-            with Live(console=console, screen=True, auto_refresh=True, refresh_per_second=REFRESH_PER_SECOND,
-                      get_renderable=self.renderable, redirect_stdout=False, redirect_stderr=False):
+            with Live(console=console, screen=True, auto_refresh=False,
+                      get_renderable=self.renderable, redirect_stdout=False, redirect_stderr=False) as live:
                 try:
                     with self.keys.cbreak():
+                        due = 0.0  # the main thread redraws: fast while captions move, slowly in silence
                         while not (self.session.stopping.is_set() or self.session.finished.is_set()):
-                            for key in self.keys.read(KEY_POLL_S, self.session.stopping):
+                            now = time.monotonic()
+                            if now >= due:
+                                live.refresh()
+                                lively = self.state.lively(now, LIVELY_HOLD_S)
+                                due = now + 1.0 / (REFRESH_PER_SECOND if lively else IDLE_REFRESH_PER_SECOND)
+                            for key in self.keys.read(max(0.0, due - time.monotonic()), self.session.stopping):
                                 self.press(key)
+                                due = 0.0  # show what the key did at once
                             self.state.set_paused(self.session.paused)  # also paused from outside (streamer ctl)
                 finally:
                     self.session.request_stop()

@@ -4,6 +4,7 @@ snapshot by the render thread. Every method takes the lock briefly; nothing here
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -124,6 +125,7 @@ class LiveState:
         self._line_segment = -1  # the utterance the current line shows
         self._audio_seen = False
         self._speech = False
+        self._changed_s = float("-inf")  # time.monotonic() of the last caption, VAD or notice change
         self._paused = False
         self._rms = self._peak = -120.0
         self._rtf_points: deque[tuple[float, float]] = deque()  # (processed_s, compute_s)
@@ -140,6 +142,8 @@ class LiveState:
         """An event of one of several sources (each source's worker thread)."""
         with self._lock:
             lane = self._lanes[label]
+            if isinstance(event, (PartialEvent, FinalEvent, VadEvent, NoticeEvent)):
+                self._changed_s = time.monotonic()
             if isinstance(event, LevelEvent):
                 self._audio_seen = lane.audio_seen = True
                 lane.rms, lane.peak = event.rms_dbfs, event.peak_dbfs
@@ -160,6 +164,8 @@ class LiveState:
     def apply(self, event: Event) -> None:
         with self._lock:
             self._track_origin(event)
+            if isinstance(event, (PartialEvent, FinalEvent, VadEvent, NoticeEvent)):
+                self._changed_s = time.monotonic()
             if isinstance(event, LevelEvent):
                 self._audio_seen = True
                 self._rms, self._peak = event.rms_dbfs, event.peak_dbfs
@@ -216,6 +222,13 @@ class LiveState:
             return [m for _, m in self._notices]
 
     # -- UI thread -----------------------------------------------------------------------------------------
+    def lively(self, now_s: float, hold_s: float) -> bool:
+        """Whether the screen has something moving besides the level meter: speech is on (any lane), or the
+        captions, VAD or notices changed within `hold_s` (time.monotonic() seconds)."""
+        with self._lock:
+            speech = self._speech or any(lane.speech for lane in self._lanes.values())
+            return speech or now_s - self._changed_s < hold_s
+
     def set_paused(self, paused: bool) -> None:
         with self._lock:
             self._paused = paused

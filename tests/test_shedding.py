@@ -10,7 +10,7 @@ GEOMETRY = FrameGeometry.from_conv((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
 
 
 def governed() -> tuple[WindowSchedule, HopGovernor]:
-    schedule = WindowSchedule(GEOMETRY, WindowConfig(), max_hops_per_step=4)
+    schedule = WindowSchedule(GEOMETRY, WindowConfig(hop_ms=160), max_hops_per_step=4)  # the step times below are at 160 ms
     return schedule, HopGovernor(schedule)
 
 

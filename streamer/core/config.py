@@ -167,8 +167,10 @@ class WindowConfig:
     """The overlapping window schedule on the model's frame grid (see BENCHMARKS.md for the sweep)."""
 
     #: Audio committed per step. Partial latency is about hop / 2 + compute; a step must cost less than
-    #: the hop. 160 ms: base-size int8 on the 2-core CPU keeps RTF < 0.5 and a GPU gets under 120 ms.
-    hop_ms: int = 160
+    #: the hop. 200 ms (160 until 2026-12-07): base-size int8 on the 2-core CPU, one core kept busy, RTF
+    #: 0.49 and partials p50 / p95 225 / 321 ms, against RTF 0.63 and 264 / 696 ms at 160 ms, whose steps
+    #: left too little of the hop for the final pass and the VAD (BENCHMARKS.md, issue 32).
+    hop_ms: int = 200
     #: Audio before the hop that the model sees for context (not committed again): the shortest context
     #: the sweep in BENCHMARKS.md shows no fidelity loss for (shorter loses it; longer only costs compute).
     left_context_ms: int = 750
@@ -282,7 +284,9 @@ class FinalModelConfig:
     beam_size: int = 1
     #: int8 on the CPU: about twice float32's speed for tiny.en at the same text.
     compute_type: str = "int8"
-    #: CTranslate2 threads for the final pass (0: its default, one per core).
+    #: CTranslate2 threads for the final pass. 0 = auto: every CPU this process may use but one, which is
+    #: left to the CTC worker (at least 1). On the 2-core box that is 1 thread: end of speech -> final p50 809
+    #: ms and the CTC path's RTF unchanged (-5.1 %), against 746 ms and +7.2 % with both cores (BENCHMARKS.md).
     threads: int = 0
     #: The final pass runs this much nicer than the process (Linux), so that when it overlaps the next
     #: utterance the CTC partials keep the CPU (BENCHMARKS.md, Whisper final pass). 0: same priority.

@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--final-model", default="tiny.en")
     ap.add_argument("--clips", default="real")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--final-threads", type=int, default=FinalModelConfig.threads,
+                    help="CTranslate2 threads of the final pass (0: one per core)")
     ap.add_argument("--final-nice", type=int, default=FinalModelConfig.nice,
                     help="how much nicer the final pass runs (0: as the worker, for a box shared with nice-0 work)")
     args = ap.parse_args()
@@ -84,7 +86,7 @@ def main() -> int:
 
     config = Config(model=ModelConfig(name=args.model)).validate()
     ctc = load_model(config.model)
-    whisper = load_final_model(FinalModelConfig(name=args.final_model, nice=args.final_nice))
+    whisper = load_final_model(FinalModelConfig(name=args.final_model, nice=args.final_nice, threads=args.final_threads))
     work = Workload.build(args.clips, config)
     names = [p.clip.name for p in work.session.placements]
     refs = [p.clip.reference for p in work.session.placements]

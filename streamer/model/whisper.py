@@ -73,15 +73,21 @@ class WhisperFinalModel:
         self.path = resolve_final_model(config.name)
         faster_whisper = require("faster_whisper", "whisper", package="faster-whisper")
         t0 = time.perf_counter()
+        self.threads = config.threads
+        if self.threads == 0:  # auto: leave a core to the CTC worker
+            from streamer.model.runtime import usable_cpus
+
+            self.threads = max(1, usable_cpus() - 1)
         try:
             self.model = faster_whisper.WhisperModel(str(self.path), device=device, compute_type=config.compute_type,
-                                                     cpu_threads=config.threads, num_workers=1)
+                                                     cpu_threads=self.threads, num_workers=1)
         except (RuntimeError, ValueError, OSError) as exc:  # a damaged model.bin, a wrong compute type
             raise ModelLoadError(f"--final-model {config.name}: cannot load {self.path}: {str(exc).splitlines()[0]}",
                                  "give a CTranslate2 Whisper model folder or tiny.en") from exc
         self.load_s = time.perf_counter() - t0
         self.english_only = self.model.model.is_multilingual is False
-        self.description = f"Whisper {config.name} ({config.compute_type}, beam {config.beam_size})"
+        self.description = (f"Whisper {config.name} ({config.compute_type}, beam {config.beam_size}, "
+                            f"{self.threads} thread{'s' if self.threads != 1 else ''})")
 
     def warm_up(self) -> None:
         """One decode of a second of silence: the first call pays for allocations the next ones reuse."""

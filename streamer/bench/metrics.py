@@ -26,6 +26,7 @@ from streamer.core.config import VadConfig
 from streamer.core.events import FinalEvent, PartialEvent
 from streamer.core.vad import VadSegmenter, build_classifier
 from streamer.core.windowing import FrameGeometry
+from streamer.model.silero import load_silero
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def vad_segments(audio: np.ndarray, config: VadConfig, block_samples: int, class
     from streamer.core.events import AudioChunk
 
     voiced: list[bool] = []
-    base = classifier or build_classifier(config)
+    base = classifier or build_classifier(config, silero=load_silero)
 
     def recording(frame: bytes) -> bool:
         v = base(frame)

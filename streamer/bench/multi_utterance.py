@@ -133,10 +133,11 @@ def stream_finals(model, audio: np.ndarray, config: Config | None = None) -> tup
 
 def stream_recognizer(model, audio: np.ndarray, config: Config | None = None):
     from streamer.core.recognizer import Recognizer
+    from streamer.model.silero import load_silero
 
     if hasattr(model, "reset"):
         model.reset()
-    rec = Recognizer(model, config or Config())
+    rec = Recognizer(model, config or Config(), silero=load_silero)
     events = []
     for i in range(0, len(audio), BLOCK_SAMPLES):
         events += rec.feed(AudioChunk(i, np.ascontiguousarray(audio[i:i + BLOCK_SAMPLES]), MODEL_SAMPLE_RATE))

@@ -24,6 +24,7 @@ from streamer.audio.replay import BlockReplay, paced_blocks
 from streamer.core.config import MODEL_SAMPLE_RATE, Config
 from streamer.core.events import AudioChunk, Event, StatsEvent
 from streamer.core.recognizer import Recognizer
+from streamer.model.silero import load_silero
 
 #: Audio is delivered in 20 ms blocks, the size of a typical capture callback (e.g. 960 frames at 48 kHz).
 BLOCK_MS = 20
@@ -128,7 +129,7 @@ def run_realtime(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK
 def run_unaware(model, config: Config, audio: np.ndarray, block_ms: int = BLOCK_MS) -> RunResult:
     _reset(model)
     now = [0.0]
-    rec = Recognizer(model, config, clock=lambda: now[0], max_hops_per_step=1)
+    rec = Recognizer(model, config, clock=lambda: now[0], max_hops_per_step=1, silero=load_silero)
     block = block_samples(block_ms)
     events: list[Event] = []
     cpu0, w0 = time.process_time(), time.perf_counter()
@@ -155,7 +156,7 @@ def run_simulated(model, config: Config, audio: np.ndarray, block_ms: int = BLOC
     def clock() -> float:  # virtual time: when this feed started + how long it has been running
         return state["v"] + (now() - state["p"])
 
-    rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops)
+    rec = Recognizer(model, config, clock=clock, max_hops_per_step=config.window.max_catch_up_hops, silero=load_silero)
     pieces_before = _pass_counters(model)
     events: list[Event] = []
     n = len(audio)

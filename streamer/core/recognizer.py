@@ -36,7 +36,7 @@ from streamer.core.config import MODEL_SAMPLE_RATE, Config
 from streamer.core.decoding import GreedyDecoder, Vocabulary
 from streamer.core.events import AudioChunk, Event, FinalEvent, PartialEvent, SpeechBoundary, StatsEvent, VadEvent, Window
 from streamer.core.stitching import CTCStitcher, TokenSpan, collapse
-from streamer.core.vad import VadSegmenter
+from streamer.core.vad import SileroLoader, VadSegmenter
 from streamer.core.windowing import FrameGeometry, WindowSchedule
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,14 @@ class Recognizer:
     def __init__(self, model: FrameModel, config: Config | None = None, *,
                  clock: Callable[[], float] = time.monotonic, max_hops_per_step: int = 1,
                  vad: VadSegmenter | None = None, sample_rate: int = MODEL_SAMPLE_RATE,
-                 final_rescorer: FinalRescorer | None = None) -> None:
+                 final_rescorer: FinalRescorer | None = None, silero: SileroLoader | None = None) -> None:
         self.config = (config or Config()).validate()
         self.model = model
         self.clock = clock
         self.sample_rate = sample_rate
         self.geometry = model.geometry
         self.schedule = WindowSchedule(self.geometry, self.config.window, max_hops_per_step)
-        self.vad = vad or VadSegmenter(self.config.vad, sample_rate)
+        self.vad = vad or VadSegmenter(self.config.vad, sample_rate, silero=silero)
         self.decoder = GreedyDecoder(model.vocabulary, self.geometry.frame_s)
         self.stitcher = CTCStitcher(model.vocabulary.blank_id)
         self._history = AudioHistory()

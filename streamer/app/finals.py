@@ -42,6 +42,7 @@ from streamer.core.events import AudioChunk, Event, FinalEvent, VadEvent
 from streamer.core.recognizer import AudioHistory
 from streamer.errors import require
 from streamer.model.whisper import FinalText
+from streamer.threadname import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ class WhisperFinals:
 
     # -- finals thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
+        name_this_thread()
         while True:
             job = self._queue.get()
             if job is None:

@@ -34,6 +34,7 @@ from streamer.core.events import AudioChunk, Event, LevelEvent, NoticeEvent, Sta
 from streamer.core.recognizer import Recognizer
 from streamer.core.windowing import WindowSchedule
 from streamer.errors import StreamerError
+from streamer.threadname import name_this_thread
 
 if TYPE_CHECKING:
     from streamer.app.finals import WhisperFinals
@@ -232,6 +233,7 @@ class Worker:
 
     def _tick(self) -> None:
         """Stats on a wall-clock interval while the worker is busy in a long step (or has no audio)."""
+        name_this_thread()
         while not self.finished.wait(STATS_INTERVAL_S):
             with self._publish_lock:
                 if self.finished.is_set():
@@ -244,6 +246,7 @@ class Worker:
                         return
 
     def _run(self) -> None:
+        name_this_thread()
         try:
             while True:
                 self._switch_due(self.recognizer.audio_end_sample)  # a pause asked for at what was already fed

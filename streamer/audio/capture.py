@@ -42,6 +42,7 @@ from streamer.audio.resample import StreamingResampler
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE, BufferConfig
 from streamer.errors import AudioDeviceError
+from streamer.threadname import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +311,7 @@ class Capture:
 
     # -- capture thread ------------------------------------------------------------------------------------
     def _run(self) -> None:
+        name_this_thread()
         silent_s = 0.0  # the capture thread's own running time since the last block
         last_wake = self.clock()
         ready = False

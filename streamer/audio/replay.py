@@ -14,6 +14,7 @@ from streamer.audio.files import AudioInput, open_audio
 from streamer.audio.resample import StreamingResampler
 from streamer.audio.ringbuffer import RingBuffer
 from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.threadname import name_this_thread
 
 REPLAY_MODES = ("fast", "realtime")
 #: close() waits this long for the replay thread to notice the stop.
@@ -73,6 +74,7 @@ class BlockReplay:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_this_thread()
         try:
             self.started_at = self.clock()
             for block in self.blocks:

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-s", type=float, default=0.0,
                    help="also a realtime run with one stall of this long a third of the way in: time to catch up")
     p.add_argument("--idle-s", type=float, default=0.0, help="also measure idle CPU on this much room tone")
+    p.add_argument("--idle-live-s", type=float, default=None, metavar="S",
+                   help="only the real application's idle CPU: `streamer` on a PulseAudio virtual microphone playing "
+                   "room tone, S seconds with --no-tui and S with the caption screen, thread by thread (idle_live.py)")
     p.add_argument("--variants", action="store_true", help="also run precision / reuse / normalisation variants (unaware)")
     p.add_argument("--stitched", action="store_true",
                    help="also an unaware run whose finals come from the stitched windows only (final pass off)")
@@ -125,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         from streamer.bench.streams import streams_main
 
         return streams_main(args, argv)
+    if args.idle_live_s is not None:
+        from streamer.bench.idle_live import idle_live_main
+
+        return idle_live_main(args, argv)
     if args.soak is not None:
         from streamer.bench.soak import soak_main
 

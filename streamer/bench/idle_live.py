@@ -1,0 +1,188 @@
+"""Idle CPU of the real application: `streamer` listening to a PulseAudio virtual microphone (streamer.bench.pulse)
+that plays room tone, measured from outside as a user's `top` would see it, thread by thread.
+
+    streamer bench --idle-live-s 30                 # --no-tui and the caption screen (in a pseudo-terminal)
+    streamer bench --idle-live-s 30 --model base
+
+The benchmark's `--idle-s` runs the pipeline alone on room tone (no PortAudio, no sound server, no screen);
+this is what the whole process takes: the PortAudio callback thread, libpulse's thread, the capture thread,
+the worker and the screen. CPU time is read from /proc/PID/task/TID/stat (utime + stime) at the start and the
+end of the measured span, which begins IDLE_LIVE_SETTLE_S after the application says it is listening."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamer.bench.cli import say
+from streamer.bench.corpus import silence
+from streamer.bench.pulse import PulseMic
+from streamer.bench.soak import streamer_env
+from streamer.bench.suite import host, loadavg
+from streamer.core.config import MODEL_SAMPLE_RATE
+
+#: Seconds after "listening on" before the measured span starts (the first blocks, the screen's first frames).
+IDLE_LIVE_SETTLE_S = 3.0
+#: How long the application may take to load and say it is listening.
+IDLE_LIVE_START_TIMEOUT_S = 120.0
+#: The pseudo-terminal the caption screen draws on (columns, rows).
+IDLE_LIVE_TERMINAL = (100, 30)
+
+
+def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of `pid`: its name and the CPU it has used so far, in clock ticks."""
+    out: dict[int, tuple[str, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(tid)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime (fields 14, 15)
+    return out
+
+
+def thread_wakeups(pid: int) -> dict[int, tuple[str, int]]:
+    """Each thread of `pid`: its name and how often it has gone to sleep so far (voluntary context switches:
+    one per wait, so the count of wake-ups)."""
+    out: dict[int, tuple[str, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        out[int(tid)] = (fields["Name"].strip(), int(fields["voluntary_ctxt_switches"]))
+    return out
+
+
+def per_second(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], wall_s: float,
+               main_tid: int, scale: float = 1.0) -> dict[str, float]:
+    """The growth of a per-thread counter per second (times `scale`), threads of one name summed (the main
+    thread is "main"), largest first."""
+    grew: dict[str, float] = {}
+    for tid, (name, n) in after.items():
+        key = "main" if tid == main_tid else name
+        grew[key] = grew.get(key, 0.0) + (n - before.get(tid, (name, 0))[1])
+    return {k: round(scale * v / wall_s, 2) for k, v in sorted(grew.items(), key=lambda kv: -kv[1])}
+
+
+def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str] | None = None) -> dict:
+    """One run of the application on the virtual microphone playing room tone; its CPU over `seconds`."""
+    import soundfile as sf
+
+    mic = PulseMic(folder / "pulse")
+    tone = folder / "room_tone.wav"
+    sf.write(tone, (silence(seconds + IDLE_LIVE_START_TIMEOUT_S + 30) * 32767).astype(np.int16), MODEL_SAMPLE_RATE)
+    cmd = [sys.executable, "-m", "streamer", "--model", model, *(extra or []), "--output", str(folder / "out.jsonl")]
+    env = streamer_env(folder, mic.env)
+    master = None
+    if tui:
+        import fcntl
+        import struct
+        import termios
+
+        master, slave = pty.openpty()
+        cols, rows = IDLE_LIVE_TERMINAL
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        env["TERM"] = "xterm-256color"
+        stdin, stdout = slave, slave
+    else:
+        cmd.append("--no-tui")
+        stdin, stdout = subprocess.DEVNULL, subprocess.DEVNULL
+    player = mic.play(tone, wait=False)
+    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    if master is not None:
+        os.close(slave)
+    listening = threading.Event()
+    lines: list[str] = []
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if "listening on " in line:
+                listening.set()
+
+    def drain_screen() -> None:  # the terminal's side: read what the screen draws, as a terminal would
+        assert master is not None
+        try:
+            while os.read(master, 65536):
+                pass
+        except OSError:
+            pass
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    if master is not None:
+        threading.Thread(target=drain_screen, daemon=True).start()
+    try:
+        deadline = time.monotonic() + IDLE_LIVE_START_TIMEOUT_S
+        # the caption screen says it is listening on the screen, not on stderr: wait for the capture thread
+        while not listening.is_set() and not (tui and _has_thread(proc.pid, "capture")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("streamer did not start listening: " + " | ".join(lines[-5:]))
+            time.sleep(0.1)
+        time.sleep(IDLE_LIVE_SETTLE_S)  # the measured span starts after the first blocks and frames
+        load_start = loadavg()
+        t0, before, wakes0 = time.monotonic(), thread_ticks(proc.pid), thread_wakeups(proc.pid)
+        time.sleep(seconds)  # the measurement itself: the application runs on its own this long
+        t1, after, wakes1 = time.monotonic(), thread_ticks(proc.pid), thread_wakeups(proc.pid)
+        if proc.poll() is not None:
+            raise RuntimeError("streamer exited during the measurement: " + " | ".join(lines[-5:]))
+        threads = per_second(before, after, t1 - t0, proc.pid, 100 / os.sysconf("SC_CLK_TCK"))
+        wakeups = per_second(wakes0, wakes1, t1 - t0, proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        player.kill()
+        mic.stop()
+        if master is not None:
+            os.close(master)
+    return {"model": model, "screen": "captions" if tui else "--no-tui", "seconds": round(t1 - t0, 2),
+            "cpu_percent": round(sum(threads.values()), 2), "threads": threads,
+            "wakeups_per_s": wakeups, "loadavg_start": load_start,
+            "loadavg_end": loadavg(), "exit": proc.returncode}
+
+
+def _has_thread(pid: int, name: str) -> bool:
+    try:
+        return any(n == name for n, _ in thread_ticks(pid).values())
+    except OSError:
+        return False
+
+
+def idle_live_main(args, argv: list[str]) -> int:
+    model = args.model
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="streamer-idle-live-") as tmp:
+        for tui in (False, True):
+            folder = Path(tmp) / ("tui" if tui else "plain")
+            folder.mkdir()
+            say(f"idle live: {model}, {'caption screen' if tui else '--no-tui'}, {args.idle_live_s:g} s of room tone ...")
+            runs.append(measure(model, args.idle_live_s, tui, folder))
+    for r in runs:
+        top = ", ".join(f"{k} {v} ({r['wakeups_per_s'].get(k, 0):g}/s)" for k, v in list(r["threads"].items())[:6])
+        print(f"{r['screen']:>9}: {r['cpu_percent']:.2f} % of a core over {r['seconds']:g} s "
+              f"(load {r['loadavg_start'][0]}); % by thread (wake-ups): {top}")
+    doc = {"argv": argv, "host": host(), "idle_live": runs}
+    out = Path(args.json or "streamer-idle-live.json")
+    out.write_text(json.dumps(doc, indent=1))
+    say(f"wrote {out}")
+    return 0

@@ -144,13 +144,16 @@ def test_ring_buffer_reader_waiting_for_min_samples_is_woken_only_when_they_are_
     while ring._want != 1000:  # the reader is waiting
         assert time.monotonic() < deadline, "the reader never waited"
         time.sleep(0.001)
+    assert ring.shortfall() == 1000
     for i in range(3):
         ring.write(np.full(320, i, np.float32))
     assert notified == [] and reader.is_alive()  # 960 < 1000: nobody woken
+    assert ring.shortfall() == 40  # what the capture thread may leave in its queue until then
     ring.write(np.full(320, 3, np.float32))
     reader.join(10)
     assert notified[0] == 1280  # (then the reader's own notify, for a blocked writer)
     assert len(got) == 1 and len(got[0].samples) == 1280 and got[0].start_sample == 0
+    assert ring.shortfall() == 0  # nobody waits
     # close wakes a reader that asked for more than will ever come
     reader = threading.Thread(target=read)
     reader.start()

@@ -167,6 +167,41 @@ def test_capture_opens_at_native_rate_and_resamples_to_16k(virtual_mic, tmp_path
           f"tone {peak_hz:.1f} Hz, overflows {capture.input_overflows()}")
 
 
+def test_in_silence_capture_hands_over_blocks_in_batches_without_losing_or_delaying_any(virtual_mic):
+    """While the reader waits for IDLE_READ_MS at a time (the worker in silence), the capture thread leaves
+    the blocks in its queue until that much will have come and moves them in one wake-up, instead of waking
+    for each 20 ms block; every sample still arrives, in order. A reader that takes every block (speech) gets
+    them one by one."""
+    from streamer.core.config import IDLE_READ_MS
+
+    settings = check_settings(resolve_input_device(None))
+    want = IDLE_READ_MS * 16000 // 1000
+    ring, stop, ready = RingBuffer(16000 * 30), threading.Event(), threading.Event()
+    capture = Capture(settings, ring, stop, on_ready=lambda s: ready.set())
+    pauses: list[float] = []
+    pause_s = capture._batch_pause_s
+    capture._batch_pause_s = lambda: (lambda p: (pauses.append(p), p)[1])(pause_s())  # type: ignore[method-assign]
+    capture.start()
+    try:
+        assert ready.wait(10), "no audio block within 10 s"
+        chunks = [ring.read(timeout=1.0, min_samples=want) for _ in range(30)]  # ~2.4 s, as the worker in silence
+        batched = sum(p > 0 for p in pauses)
+        pauses.clear()
+        one_by_one = [ring.read(timeout=1.0) for _ in range(20)]  # speech: every block as it comes
+    finally:
+        stop.set()
+        capture.close()
+    assert capture.error is None and ring.dropped_samples == 0 and capture.dropped_samples() == 0
+    starts = [c.start_sample for c in chunks + one_by_one]
+    ends = [c.start_sample + len(c.samples) for c in chunks + one_by_one]
+    assert starts[1:] == ends[:-1], "audio lost or reordered between reads"
+    assert all(len(c.samples) >= want for c in chunks[1:])
+    # the capture thread paused for most reads in silence (one wake-up for several blocks) ...
+    assert batched >= 20, (batched, len(chunks))
+    # ... and never in speech
+    assert pauses and not any(p > 0 for p in pauses)
+
+
 def fractional_shift(x: np.ndarray, delay: float) -> np.ndarray:
     """x delayed by a fraction of a sample (FFT phase ramp; padded to a power of two for speed)."""
     size = 1 << int(np.ceil(np.log2(len(x) + 64)))

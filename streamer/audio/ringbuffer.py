@@ -136,6 +136,14 @@ class RingBuffer:
         with self._cond:
             return self._write_pos - self._read_pos
 
+    def shortfall(self) -> int:
+        """Samples a reader waiting in `read(min_samples=...)` still waits for: writes before that much has
+        come do not wake it. 0 when no reader waits, or it waits for any audio."""
+        with self._cond:
+            if self._want <= 1:
+                return 0
+            return max(0, self._want - (self._write_pos - self._read_pos))
+
     def read(self, max_samples: int | None = None, timeout: float | None = None, min_samples: int = 1) -> AudioChunk:
         """Wait for unread audio (at least `min_samples` of it, or close, `wake` or the timeout: then what
         there is), then return it as a chunk and mark it read. The chunk's start may jump forward past audio

@@ -6,6 +6,7 @@ the same audio and model, at the default settings unless told otherwise.
     streamer bench --full               # everything in BENCHMARKS.md (~20 min): JSON, plot, BENCHMARKS.md
     streamer bench --full --gpu         # the GPU experiments (benchmarks/gpu_bench.sh)
     streamer bench --peers              # RealtimeSTT, WhisperLive, LocalAgreement beside streamer (~20 min)
+    streamer bench --idle-live-s 30     # the real application's idle CPU on a virtual microphone, per thread
 
 This module parses and dispatches; what one part measures is in parts.py (suite.py, runs.py, baselines.py,
 metrics.py below it), and the full run that merges parts into BENCHMARKS.md is in full.py.

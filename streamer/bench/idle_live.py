@@ -169,13 +169,15 @@ def _has_thread(pid: int, name: str) -> bool:
 
 
 def idle_live_main(args, argv: list[str]) -> int:
-    model = args.model
+    from streamer.bench.models import model_folder
+
+    model = model_folder(args.model)  # base / large: the benchmark's random-init folders (built once)
     runs = []
     with tempfile.TemporaryDirectory(prefix="streamer-idle-live-") as tmp:
         for tui in (False, True):
             folder = Path(tmp) / ("tui" if tui else "plain")
             folder.mkdir()
-            say(f"idle live: {model}, {'caption screen' if tui else '--no-tui'}, {args.idle_live_s:g} s of room tone ...")
+            say(f"idle live: {args.model}, {'caption screen' if tui else '--no-tui'}, {args.idle_live_s:g} s of room tone ...")
             runs.append(measure(model, args.idle_live_s, tui, folder))
     for r in runs:
         top = ", ".join(f"{k} {v} ({r['wakeups_per_s'].get(k, 0):g}/s)" for k, v in list(r["threads"].items())[:6])

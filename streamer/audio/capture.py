@@ -3,7 +3,7 @@
 
 Threads and who owns what:
 - PortAudio's callback thread: copies each block into a bounded queue (`put_nowait`) and counts what it cannot
-  queue and the input-overflow flags PortAudio reports. Nothing else runs there.
+  queue and the input-overflow flags PortAudio reports. Nothing else runs there (but naming the thread once).
 - the capture thread (`Capture._run`): the only reader of the queue, the only owner of the resampler, the only
   writer of the ring buffer (never blocking: a full ring drops its oldest audio and counts it). It closes the
   ring when capture ends, so the worker drains what is left and finishes. In silence, while the worker waits
@@ -47,6 +47,8 @@ from streamer.threadname import name_this_thread
 
 log = logging.getLogger(__name__)
 
+#: The OS name given to PortAudio's callback thread (otherwise it shows as the process).
+PORTAUDIO_THREAD_NAME = "portaudio"
 #: The capture thread wakes this often to notice close() and a stalled device.
 QUEUE_POLL_S = 0.1
 #: While the worker waits for more audio than one block (in silence it reads IDLE_READ_MS at a time), the
@@ -225,6 +227,7 @@ class Capture:
         # Written only by the PortAudio callback (single writer; ints under the GIL), read by anyone.
         self._dropped_frames = 0
         self._overflows = 0
+        self._callback_named = False  # PortAudio's thread is named once, from its first callback
         self.frames_captured = 0  # capture thread only
         self.clock = stall_clock
         self.gap_meter = GapMeter(settings.sample_rate_hz)
@@ -257,6 +260,9 @@ class Capture:
 
     # -- PortAudio callback thread: copy, queue, count; nothing else ----------------------------------------
     def _callback(self, indata: np.ndarray, frames: int, _time, status) -> None:
+        if not self._callback_named:  # once: top -H and `streamer bench --idle-live-s` show it by name
+            name_this_thread(PORTAUDIO_THREAD_NAME)
+            self._callback_named = True
         if status.input_overflow:
             self._overflows += 1
         try:

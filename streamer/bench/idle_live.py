@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from streamer.bench.pulse import PulseMic
 from streamer.bench.soak import streamer_env
 from streamer.bench.suite import host, loadavg
 from streamer.core.config import MODEL_SAMPLE_RATE
+from streamer.errors import ConfigError, StreamerError
 
 #: Seconds after "listening on" before the measured span starts (the first blocks, the screen's first frames).
 IDLE_LIVE_SETTLE_S = 3.0
@@ -83,56 +85,64 @@ def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str
     import soundfile as sf
 
     mic = PulseMic(folder / "pulse")
-    tone = folder / "room_tone.wav"
-    sf.write(tone, (silence(seconds + IDLE_LIVE_START_TIMEOUT_S + 30) * 32767).astype(np.int16), MODEL_SAMPLE_RATE)
-    cmd = [sys.executable, "-m", "streamer", "--model", model, *(extra or []), "--output", str(folder / "out.jsonl")]
-    env = streamer_env(folder, mic.env)
-    master = None
-    if tui:
-        import fcntl
-        import struct
-        import termios
-
-        master, slave = pty.openpty()
-        cols, rows = IDLE_LIVE_TERMINAL
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        env["TERM"] = "xterm-256color"
-        stdin, stdout = slave, slave
-    else:
-        cmd.append("--no-tui")
-        stdin, stdout = subprocess.DEVNULL, subprocess.DEVNULL
-    player = mic.play(tone, wait=False)
-    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    if master is not None:
-        os.close(slave)
-    listening = threading.Event()
+    player: subprocess.Popen | None = None
+    proc: subprocess.Popen | None = None
+    master: int | None = None
     lines: list[str] = []
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if "listening on " in line:
-                listening.set()
-
-    def drain_screen() -> None:  # the terminal's side: read what the screen draws, as a terminal would
-        assert master is not None
-        try:
-            while os.read(master, 65536):
-                pass
-        except OSError:
-            pass
-
-    threading.Thread(target=read_stderr, daemon=True).start()
-    if master is not None:
-        threading.Thread(target=drain_screen, daemon=True).start()
     try:
+        tone = folder / "room_tone.wav"
+        sf.write(tone, (silence(seconds + IDLE_LIVE_START_TIMEOUT_S + 30) * 32767).astype(np.int16),
+                 MODEL_SAMPLE_RATE)
+        cmd = [sys.executable, "-m", "streamer", "--model", model, *(extra or []), "--output",
+               str(folder / "out.jsonl")]
+        env = streamer_env(folder, mic.env)
+        if tui:
+            import fcntl
+            import struct
+            import termios
+
+            master, slave = pty.openpty()
+            cols, rows = IDLE_LIVE_TERMINAL
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+            env["TERM"] = "xterm-256color"
+            stdin: Any = slave
+            stdout: Any = slave
+        else:
+            cmd.append("--no-tui")
+            stdin, stdout = subprocess.DEVNULL, subprocess.DEVNULL
+        player = mic.play(tone, wait=False)
+        try:
+            proc = subprocess.Popen(cmd, cwd=folder, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+        finally:
+            if master is not None:
+                os.close(slave)
+        listening = threading.Event()
+
+        def read_stderr() -> None:
+            assert proc is not None and proc.stderr is not None
+            for line in proc.stderr:
+                lines.append(line.rstrip("\n"))
+                if "listening on " in line:
+                    listening.set()
+
+        def drain_screen() -> None:  # the terminal's side: read what the screen draws, as a terminal would
+            assert master is not None
+            try:
+                while os.read(master, 65536):
+                    pass
+            except OSError:
+                pass
+
+        threading.Thread(target=read_stderr, daemon=True).start()
+        if master is not None:
+            threading.Thread(target=drain_screen, daemon=True).start()
         deadline = time.monotonic() + IDLE_LIVE_START_TIMEOUT_S
         # the caption screen says it is listening on the screen, not on stderr: wait for the capture thread
         while not listening.is_set() and not (tui and _has_thread(proc.pid, "capture")):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamer did not start listening: " + " | ".join(lines[-5:]))
+                raise StreamerError("idle live: streamer did not start listening: " + _said(lines),
+                                    "run the same streamer command by hand to see why")
             time.sleep(0.1)
         time.sleep(IDLE_LIVE_SETTLE_S)  # the measured span starts after the first blocks and frames
         load_start = loadavg()
@@ -140,18 +150,20 @@ def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str
         time.sleep(seconds)  # the measurement itself: the application runs on its own this long
         t1, after, wakes1 = time.monotonic(), thread_ticks(proc.pid), thread_wakeups(proc.pid)
         if proc.poll() is not None:
-            raise RuntimeError("streamer exited during the measurement: " + " | ".join(lines[-5:]))
+            raise StreamerError("idle live: streamer exited during the measurement: " + _said(lines),
+                                "run the same streamer command by hand to see why")
         threads = per_second(before, after, t1 - t0, proc.pid, 100 / os.sysconf("SC_CLK_TCK"))
         wakeups = per_second(wakes0, wakes1, t1 - t0, proc.pid)
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        player.kill()
+        if player is not None:
+            player.kill()
         mic.stop()
         if master is not None:
             os.close(master)
@@ -159,6 +171,11 @@ def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str
             "cpu_percent": round(sum(threads.values()), 2), "threads": threads,
             "wakeups_per_s": wakeups, "loadavg_start": load_start,
             "loadavg_end": loadavg(), "exit": proc.returncode}
+
+
+def _said(lines: list[str]) -> str:
+    """The application's last words on stderr, on one line."""
+    return " | ".join(line.strip() for line in lines[-3:] if line.strip()) or "(nothing on stderr)"
 
 
 def _has_thread(pid: int, name: str) -> bool:
@@ -171,6 +188,9 @@ def _has_thread(pid: int, name: str) -> bool:
 def idle_live_main(args, argv: list[str]) -> int:
     from streamer.bench.models import model_folder
 
+    if not args.idle_live_s > 0:
+        raise ConfigError(f"--idle-live-s must be a positive number of seconds, not {args.idle_live_s:g}",
+                          "e.g. --idle-live-s 30")
     model = model_folder(args.model)  # base / large: the benchmark's random-init folders (built once)
     runs = []
     with tempfile.TemporaryDirectory(prefix="streamer-idle-live-") as tmp:

@@ -212,7 +212,7 @@ def test_threads_name_themselves_and_idle_live_reads_their_cpu_and_wake_ups_by_n
     import threading
     import time
 
-    from streamer.bench.idle_live import per_second, thread_ticks, thread_wakeups
+    from streamer.bench.idle_live import per_second, thread_counters
     from streamer.threadname import name_this_thread
 
     pid = os.getpid()
@@ -240,15 +240,16 @@ def test_threads_name_themselves_and_idle_live_reads_their_cpu_and_wake_ups_by_n
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while {"sleeper-test", "spin-test"} - {n for n, _ in thread_ticks(pid).values()}:
+    while {"sleeper-test", "spin-test"} - {t.name for t in thread_counters(pid).values()}:
         assert time.monotonic() < deadline, "the threads never named themselves"
         time.sleep(0.01)
-    ticks0, wakes0, t0 = thread_ticks(pid), thread_wakeups(pid), time.monotonic()
+    counters0, t0 = thread_counters(pid), time.monotonic()
     go.set()
     assert all(w.wait(10) for w in worked)
     wall = time.monotonic() - t0
-    cpu = per_second(ticks0, thread_ticks(pid), wall, pid, 100 / os.sysconf("SC_CLK_TCK"))
-    wakes = per_second(wakes0, thread_wakeups(pid), wall, pid)
+    counters = thread_counters(pid)
+    cpu = per_second(counters0, counters, wall, pid, "cpu_ticks", 100 / os.sysconf("SC_CLK_TCK"))
+    wakes = per_second(counters0, counters, wall, pid, "wakeups")
     release.set()
     for t in threads:
         t.join(10)

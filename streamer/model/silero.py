@@ -13,8 +13,9 @@ from streamer.core.vad import SileroModel, SileroOnnx, missing_engine, silero_ji
 
 #: Calls TorchScript needs before its graph is optimised (the profiling executor's two runs).
 SILERO_WARMUP_CALLS = 3
-#: torch threads for one Silero window. A second thread saves ~70 us of ~325 per window on an idle machine,
-#: and costs ~700 us when the other core is busy (its OpenMP team waits for the busy core): one, always.
+#: torch threads for one Silero window. A second thread gains nothing measurable on an idle machine and, when
+#: the other core is busy, its OpenMP team waits for it: the mean window 1.4-1.8 ms instead of 0.35-0.39 ms
+#: (benchmarks/silero_threads.py). One, always.
 SILERO_TORCH_THREADS = 1
 
 

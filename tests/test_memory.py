@@ -116,3 +116,30 @@ def test_weight_norm_is_folded_once_with_the_same_logits(tmp_path, cache):
         assert fold_weight_norm(reference) == 1
         with torch.inference_mode():
             np.testing.assert_array_equal(reference(torch.from_numpy(ctc.normalize(x))[None]).logits[0].numpy(), expected)
+
+
+def test_group_sums_piece_by_piece_and_a_few_rows_at_a_time_equal_one_float64_sum(tmp_path, monkeypatch):
+    """The group-norm sums of a long stretch are taken a piece and LONG_PASS_SUM_ROWS groups at a time (no
+    float64 copy of the whole stretch): they equal one float64 sum over it, from any step to any step."""
+    import torch
+
+    from streamer.model import longpass
+
+    ctc = _load(make_tiny_ctc_folder(tmp_path / "base", "base", seed=1), quantize=False, reuse_features=False)
+    enc = ctc._pieces
+    assert enc is not None and enc.kind == "group norm"
+    groups = enc._gn.num_groups
+    monkeypatch.setattr(longpass, "LONG_PASS_SUM_ROWS", 3)
+    assert groups > 3, "the tiny model must have more groups than one block of rows"
+    conv = enc._first.conv
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    x = torch.from_numpy(ctc.normalize(_audio(3.3)))[None]
+    steps = enc.conv_steps(x.shape[-1])
+    for step0, step1 in [(0, steps), (17, steps - 5), (40, 41)]:
+        with torch.inference_mode():
+            total, total_sq = enc.group_sums(x, step0, step1, piece_frames=7)
+            h = conv(x[:, None, step0 * stride:(step1 - 1) * stride + kernel]).double().reshape(groups, -1)
+        np.testing.assert_allclose(total.numpy(), h.sum(dim=1).numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(total_sq.numpy(), (h * h).sum(dim=1).numpy(), rtol=1e-6, atol=1e-6)
+    zero, zero_sq = enc.group_sums(x, 9, 9)
+    assert not zero.any() and not zero_sq.any()

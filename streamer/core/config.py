@@ -37,6 +37,10 @@ IDLE_READ_MS = 80
 #: otherwise peaks 390 MB above the model, the largest part of the CLI's memory. 50 frames = 1 s of audio.
 LONG_PASS_MIN_S = 3.0
 LONG_PASS_PIECE_FRAMES = 50
+#: Group-norm statistics of such a pass (and of the final pass's prefetched pieces) are summed in float64 this
+#: many rows (groups) of the first conv layer's output at a time, each piece LONG_PASS_PIECE_FRAMES long: a
+#: float64 copy of a whole piece raised the resident set by ~70 MB in a 20 s pass of the base-size model.
+LONG_PASS_SUM_ROWS = 64
 
 #: The final pass's conv features computed while the utterance is spoken (WindowConfig.final_pass_prefetch,
 #: streamer.model.passfeatures), so that at its end only the last piece and the transformer are left: the conv

@@ -203,6 +203,7 @@ def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHo
 
             int8cache.save(entry, model, n_parameters)
             stage("int8 cache written")
+    release_free_memory()  # the weights as read, before folding adds its own: the load's peak stays lower
     fold_weight_norm(model)  # after the int8 copy was saved: the cache keeps the checkpoint's layout
     conv_bf16 = _wants_conv_bfloat16(config, device, quantized) and bfloat16_conv_layers(model) > 0
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters,
@@ -211,6 +212,7 @@ def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHo
     release_free_memory()  # what loading freed (the float32 weights, the file as read) leaves the resident set
     if warmup:
         ctc.warmup()
+        release_free_memory()  # its activations, before the thread-count trials make their own
         stage("warm-up")
     if device == "cpu":
         ctc.tuner = _thread_choice(ctc, config, measure=warmup)

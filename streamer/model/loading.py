@@ -203,13 +203,13 @@ def load_model(config: ModelConfig | str, warmup: bool = True, on_stage: StageHo
 
             int8cache.save(entry, model, n_parameters)
             stage("int8 cache written")
-    release_free_memory()  # the weights as read, before folding adds its own: the load's peak stays lower
+    release_free_memory()  # the weights as read (float32 or the int8 copy), before folding adds its own: a lower peak
     fold_weight_norm(model)  # after the int8 copy was saved: the cache keeps the checkpoint's layout
     conv_bf16 = _wants_conv_bfloat16(config, device, quantized) and bfloat16_conv_layers(model) > 0
     ctc = CTCModel(model, processor, config.name, device, dtype, quantized, config, parameters=n_parameters,
                    language_model_dir=find_language_model(Path(target)))
     ctc.conv_bfloat16 = conv_bf16
-    release_free_memory()  # what loading freed (the float32 weights, the file as read) leaves the resident set
+    release_free_memory()  # what folding and the bf16 convolutions freed (the weight norm's parts, float32 convs)
     if warmup:
         ctc.warmup()
         release_free_memory()  # its activations, before the thread-count trials make their own
